@@ -1,0 +1,5 @@
+import sys
+
+from dfkd.cli.main import main
+
+sys.exit(main())

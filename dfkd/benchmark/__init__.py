@@ -1,0 +1,1 @@
+"""The benchmark: runner (stage order), run records, leaderboards, suites."""

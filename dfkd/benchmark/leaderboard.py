@@ -1,0 +1,397 @@
+"""Leaderboards: run records → one row per (dataset, teacher, student, method), beside published numbers.
+
+Usage::
+
+    records = load_records("runs")                       # every runs/**/record.json, validated
+    df = build_leaderboard(records, dataset="cifar10", reference=load_reference())
+    write_leaderboard(df, "results/")                    # results/leaderboard-cifar10.csv + .md
+
+Two kinds of row, never mixed (the ``kind`` column says which):
+
+- ``measured``: the runs in ``records``, grouped by (dataset, teacher, student, method) and averaged
+  over seeds. The headline is ``student_top1_mean``: the student's top-1 at the **last** epoch.
+  ``student_top1_best_mean`` (best epoch, picked on the test set) is kept for comparison with papers.
+- ``reference``: published numbers from ``reference.csv`` (with their ``source``). The authors
+  report the best test accuracy over epochs, so their number goes in ``student_top1_best_mean``
+  and ``student_top1_mean`` stays empty.
+
+The CSV holds raw numbers only; the Markdown beside it rounds to two decimals for reading.
+The canonical ``reference.csv`` ships inside the package (``dfkd/benchmark/reference.csv``) so it is
+there for an installed ``bench``; ``results/reference.csv`` is a byte-identical copy for readers
+of the repository, and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dfkd.errors import UserError
+
+__all__ = [
+    "LEADERBOARD_COLUMNS",
+    "REFERENCE_COLUMNS",
+    "REFERENCE_CSV",
+    "SCHEMA_MAJOR",
+    "RecordError",
+    "build_leaderboard",
+    "load_records",
+    "load_reference",
+    "write_leaderboard",
+]
+
+SCHEMA_MAJOR = 1  # run-record schema major version this module reads; others are skipped with a warning
+
+REFERENCE_CSV = Path(__file__).with_name("reference.csv")  # packaged copy of results/reference.csv
+
+REFERENCE_COLUMNS: tuple[str, ...] = (
+    "dataset",  # registry name: cifar10, cifar100, imagenet
+    "teacher",  # models registry name, e.g. resnet34, torchvision/resnet50
+    "student",  # models registry name
+    "method",  # registry-style lower case; "teacher", "scratch", "real_kd" are real-data rows
+    "student_top1_best",  # published top-1 %, best over epochs as the authors report it
+    "images",  # number of (synthetic, or for scratch real) training images when the source gives it
+    "source",  # the README the number comes from; several joined with "; "
+    "note",  # label in the source, caveats (e.g. sources that disagree)
+)
+
+# The fixed column order of every leaderboard (CSV and Markdown). Columns for ``extra`` metrics
+# (one per key, mean over seeds, sorted by key) follow these.
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "teacher",
+    "student",
+    "method",
+    "kind",  # "measured" (our runs) or "reference" (published number)
+    "n_seeds",  # number of runs averaged (measured only)
+    "seeds",  # their seeds, sorted, comma separated: "0,1,2"
+    "student_top1_mean",  # HEADLINE: student top-1 % at the last epoch, mean over seeds (measured only)
+    "student_top1_std",  # sample standard deviation (ddof=1) of the above; empty for one seed
+    "student_top1_best_mean",  # best-over-epochs top-1 %, mean over seeds; the published number for reference rows
+    "student_top5_mean",  # last-epoch top-5 %, mean over seeds
+    "teacher_top1_mean",  # teacher top-1 % on the same test set
+    "top1_ratio",  # student_top1_mean / teacher_top1_mean
+    "teacher_student_agreement_mean",  # % of test images where student and teacher agree (runs that report it)
+    "num_synthetic_images",  # synthetic images used for distillation, mean over seeds (reference: as published)
+    "synthesis_seconds_mean",  # wall-clock seconds spent synthesising, mean over seeds
+    "distill_seconds_mean",  # wall-clock seconds spent distilling, mean over seeds
+    "source",  # where a reference number comes from; empty for measured rows
+    "note",  # reference-row caveats; empty for measured rows
+)
+
+_KEY = ("dataset", "teacher", "student", "method")
+_STRING_COLUMNS = ("dataset", "teacher", "student", "method", "kind", "seeds", "source", "note")
+_INTEGER_COLUMNS = ("n_seeds",)
+_REAL_DATA_METHODS = frozenset({"teacher", "scratch", "real_kd"})  # reference rows whose images are not synthetic
+
+# Run-record fields (schema_version 1) and the Python types each must have.
+_NUMBER = (int, float)
+_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,),
+    "run_id": (str,),
+    "created": (str,),
+    "method": (str,),
+    "dataset": (str,),
+    "teacher": (str,),
+    "student": (str,),
+    "seed": (int,),
+    "student_top1": _NUMBER,
+    "student_top1_best": _NUMBER,
+    "student_top1_best_epoch": (int,),
+    "student_top5": _NUMBER,
+    "teacher_top1": _NUMBER,
+    "teacher_student_agreement": _NUMBER,
+    "num_synthetic_images": (int,),
+    "synthesis_seconds": _NUMBER,
+    "distill_seconds": _NUMBER,
+    "epochs": (int,),
+    "config": (dict,),
+    "env": (dict,),
+}
+_NULLABLE_FIELDS = frozenset({"teacher_student_agreement"})
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"extra": (dict,)}
+
+_MARKDOWN_NOTE = (
+    "> Reference rows (`kind` = reference) are published numbers as the authors report them: the best test "
+    "accuracy over epochs, shown in `student_top1_best_mean`, with their `source`. The measured headline "
+    "`student_top1_mean` is the student's top-1 at the last epoch (mean over seeds). Generated from run records "
+    "by `dfkd.benchmark.leaderboard`; do not edit by hand."
+)
+
+
+class RecordError(UserError):
+    """A run record that is present but does not follow the schema (names the file and the field)."""
+
+
+# -- records -------------------------------------------------------------------------------------
+
+
+def _major(version: Any) -> int | None:
+    """Major part of a schema version (``1``, ``"1"``, ``"1.2"`` → 1); None if it is not one."""
+    if isinstance(version, bool):
+        return None
+    if isinstance(version, int):
+        return version
+    if isinstance(version, str):
+        head = version.split(".", 1)[0]
+        return int(head) if head.isdigit() else None
+    return None
+
+
+def _check_record(record: Any, path: Path) -> None:
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: a run record must be a JSON object, found {type(record).__name__}")
+    for field, types in _RECORD_FIELDS.items():
+        if field not in record:
+            raise RecordError(f"{path}: missing required field {field!r} (run-record schema {SCHEMA_MAJOR})")
+        value = record[field]
+        if field in _NULLABLE_FIELDS and (value is None or (isinstance(value, float) and math.isnan(value))):
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise RecordError(f"{path}: field {field!r} must be {expected}, found {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecordError(f"{path}: field {field!r} must be a finite number, found {value!r}")
+    for field, types in _OPTIONAL_FIELDS.items():
+        value = record.get(field)
+        if value is not None and not isinstance(value, types):
+            raise RecordError(f"{path}: field {field!r} must be a JSON object, found {value!r}")
+    for key, value in (record.get("extra") or {}).items():
+        if isinstance(value, bool) or not (value is None or isinstance(value, _NUMBER)):
+            raise RecordError(f"{path}: field 'extra.{key}' must be a number or null, found {value!r}")
+
+
+def load_records(runs_dir: str | Path) -> list[dict]:
+    """Every ``record.json`` under ``runs_dir`` (searched recursively), as plain dicts, in path order.
+
+    Files that cannot be read or parsed, and records of another major ``schema_version``, are
+    skipped with a warning. A record of this schema that lacks a field or has one of the wrong type
+    raises :class:`RecordError` naming the file and the field. Each returned dict gets
+    ``_path`` (the file it came from). A second record with the same (dataset, teacher, student,
+    method, run_id) is skipped with a warning.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise UserError(f"runs directory {str(root)!r} does not exist; run `bench run ...` first or pass --runs")
+    records: list[dict] = []
+    seen: dict[tuple, Path] = {}
+    for path in sorted(root.rglob("record.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            warnings.warn(f"skipping unreadable run record {path}: {e}", stacklevel=2)
+            continue
+        if isinstance(record, dict) and "schema_version" in record:
+            major = _major(record["schema_version"])
+            if major != SCHEMA_MAJOR:
+                warnings.warn(
+                    f"skipping {path}: schema_version {record['schema_version']!r} is not {SCHEMA_MAJOR}.x "
+                    "(written by another version of dfkd-bench)",
+                    stacklevel=2,
+                )
+                continue
+        _check_record(record, path)
+        key = (*(record[k] for k in _KEY), record["run_id"])
+        if key in seen:
+            warnings.warn(f"skipping {path}: same run as {seen[key]} (run_id {record['run_id']!r})", stacklevel=2)
+            continue
+        seen[key] = path
+        records.append({**record, "_path": str(path)})
+    return records
+
+
+# -- reference -----------------------------------------------------------------------------------
+
+
+def load_reference(path: str | Path | None = None) -> pd.DataFrame:
+    """The published numbers (``REFERENCE_COLUMNS``); default: the copy shipped in the package."""
+    path = Path(path) if path is not None else REFERENCE_CSV
+    if not path.is_file():
+        raise UserError(f"reference table {str(path)!r} not found")
+    df = pd.read_csv(path, dtype={"images": "Int64", "student_top1_best": "float64"}, keep_default_na=False,
+                     na_values={"images": [""], "student_top1_best": [""]})  # fmt: skip
+    missing = [c for c in REFERENCE_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: reference table lacks column(s) {', '.join(missing)}")
+    df = df[list(REFERENCE_COLUMNS)].copy()
+    for column in ("dataset", "teacher", "student", "method", "source", "note"):
+        df[column] = df[column].astype(str)
+    return df
+
+
+# -- leaderboard ---------------------------------------------------------------------------------
+
+
+def _mean(values: Iterable[float | None]) -> float:
+    """Mean of the values that are present (None and NaN are missing); NaN when none is."""
+    kept = [float(v) for v in values if v is not None and not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def _sample_std(values: list[float]) -> float:
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _extra_column(key: str) -> str:
+    return f"extra/{key}" if key in LEADERBOARD_COLUMNS else key
+
+
+def _measured_row(group: list[Mapping[str, Any]]) -> dict[str, Any]:
+    first = group[0]
+    where = f"{first['dataset']} {first['teacher']}→{first['student']} {first['method']}"
+    seeds = sorted(int(r["seed"]) for r in group)
+    if len(set(seeds)) != len(seeds):
+        warnings.warn(f"{where}: several runs share a seed ({seeds}); all are averaged", stacklevel=3)
+    epochs = sorted({r.get("epochs") for r in group}, key=str)
+    if len(epochs) > 1:
+        warnings.warn(f"{where}: runs with different epochs {epochs} are averaged together", stacklevel=3)
+    top1 = [float(r["student_top1"]) for r in group]
+    student_top1_mean = _mean(top1)
+    teacher_top1_mean = _mean(r["teacher_top1"] for r in group)
+    row: dict[str, Any] = {
+        **{k: first[k] for k in _KEY},
+        "kind": "measured",
+        "n_seeds": len(group),
+        "seeds": ",".join(str(s) for s in seeds),
+        "student_top1_mean": student_top1_mean,
+        "student_top1_std": _sample_std(top1),
+        "student_top1_best_mean": _mean(r["student_top1_best"] for r in group),
+        "student_top5_mean": _mean(r["student_top5"] for r in group),
+        "teacher_top1_mean": teacher_top1_mean,
+        "top1_ratio": student_top1_mean / teacher_top1_mean if teacher_top1_mean else math.nan,
+        "teacher_student_agreement_mean": _mean(r.get("teacher_student_agreement") for r in group),
+        "num_synthetic_images": _mean(r["num_synthetic_images"] for r in group),
+        "synthesis_seconds_mean": _mean(r["synthesis_seconds"] for r in group),
+        "distill_seconds_mean": _mean(r["distill_seconds"] for r in group),
+        "source": "",
+        "note": "",
+    }
+    for key in sorted({k for r in group for k in (r.get("extra") or {})}):
+        row[_extra_column(key)] = _mean((r.get("extra") or {}).get(key) for r in group)
+    return row
+
+
+def _reference_rows(reference: pd.DataFrame, datasets: set[str] | None) -> list[dict[str, Any]]:
+    missing = [c for c in REFERENCE_COLUMNS if c not in reference.columns]
+    if missing:
+        raise UserError(f"reference table lacks column(s) {', '.join(missing)}; load it with load_reference()")
+    rows = []
+    for ref in reference.to_dict("records"):
+        if datasets is not None and ref["dataset"] not in datasets:
+            continue
+        images = ref["images"]
+        synthetic = ref["method"] not in _REAL_DATA_METHODS and not pd.isna(images)
+        rows.append(
+            {
+                **{k: str(ref[k]) for k in _KEY},
+                "kind": "reference",
+                "student_top1_best_mean": float(ref["student_top1_best"]),
+                "num_synthetic_images": float(images) if synthetic else math.nan,
+                "source": "" if pd.isna(ref["source"]) else str(ref["source"]),
+                "note": "" if pd.isna(ref["note"]) else str(ref["note"]),
+            }
+        )
+    return rows
+
+
+def build_leaderboard(
+    records: Iterable[Mapping[str, Any]],
+    dataset: str | None = None,
+    reference: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per (dataset, teacher, student, method) of ``records``, then the reference rows.
+
+    ``dataset`` keeps only that data set (measured and reference). ``reference`` (from
+    :func:`load_reference`) adds the published rows for ``dataset``, or, when it is None, for the
+    data sets present in ``records`` (all of them when there are no records); pass None for no
+    reference rows. Columns: ``LEADERBOARD_COLUMNS``, then one per ``extra`` key in sorted order.
+    Measured rows come first, sorted by (dataset, teacher, student, student_top1_mean descending),
+    then reference rows by (dataset, teacher, student) in the order of the reference table.
+    """
+    records = [r for r in records if dataset is None or r["dataset"] == dataset]
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[k] for k in _KEY), []).append(record)
+    measured = [_measured_row(group) for group in groups.values()]
+    measured.sort(key=lambda r: (r["dataset"], r["teacher"], r["student"], r["method"]))
+    measured.sort(key=lambda r: -r["student_top1_mean"] if not math.isnan(r["student_top1_mean"]) else math.inf)
+    measured.sort(key=lambda r: (r["dataset"], r["teacher"], r["student"]))  # stable: keeps top-1 order inside
+
+    published: list[dict[str, Any]] = []
+    if reference is not None:
+        datasets = {dataset} if dataset is not None else ({r["dataset"] for r in records} or None)
+        published = _reference_rows(reference, datasets)
+        published.sort(key=lambda r: (r["dataset"], r["teacher"], r["student"]))  # stable: table order inside
+
+    extras = sorted({c for row in measured for c in row} - set(LEADERBOARD_COLUMNS))
+    columns = [*LEADERBOARD_COLUMNS, *extras]
+    df = pd.DataFrame([*measured, *published], columns=columns)
+    for column in columns:
+        if column in _STRING_COLUMNS:
+            df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
+        elif column in _INTEGER_COLUMNS:
+            df[column] = df[column].astype("Int64")
+        else:
+            df[column] = df[column].astype("float64")
+    return df
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def _markdown_cell(column: str, value: Any) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, str):
+        return value.replace("|", "\\|")
+    if column in _INTEGER_COLUMNS or column == "num_synthetic_images":
+        return str(int(value)) if float(value).is_integer() else f"{float(value):.2f}"
+    return f"{float(value):.2f}"
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    datasets = ", ".join(dict.fromkeys(df["dataset"])) or "(no rows)"
+    lines = [f"# Leaderboard: {datasets}", "", _MARKDOWN_NOTE, ""]
+    lines.append("| " + " | ".join(c.replace("|", "\\|") for c in df.columns) + " |")
+    lines.append("|" + "|".join("---" for _ in df.columns) + "|")
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_markdown_cell(c, v) for c, v in zip(df.columns, row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_pair(df: pd.DataFrame, csv_path: Path) -> list[Path]:
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(csv_path, index=False, na_rep="", lineterminator="\n")
+    md_path = csv_path.with_suffix(".md")
+    md_path.write_text(_markdown(df), encoding="utf-8")
+    return [csv_path, md_path]
+
+
+def write_leaderboard(df: pd.DataFrame, out: str | Path) -> list[Path]:
+    """Write ``df`` as CSV (raw numbers) and Markdown (two decimals) and return the paths written.
+
+    ``out`` ending in ``.csv`` writes that file and the ``.md`` of the same stem beside it. Any other
+    ``out`` is a directory (created if needed) that gets ``leaderboard-<dataset>.csv`` and ``.md``
+    for each data set in ``df``; columns that are empty for every row of a data set (``extra``
+    metrics measured on another one) are dropped from that data set's files.
+    """
+    out = Path(out)
+    if out.suffix.lower() == ".csv" and not out.is_dir():
+        return _write_pair(df, out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} must be a directory or a path ending in .csv")
+    written: list[Path] = []
+    for name in dict.fromkeys(df["dataset"]):
+        part = df[df["dataset"] == name].reset_index(drop=True)
+        empty_extras = [c for c in part.columns[len(LEADERBOARD_COLUMNS) :] if part[c].isna().all()]
+        written += _write_pair(part.drop(columns=empty_extras), out / f"leaderboard-{name}.csv")
+    return written

@@ -1,0 +1,338 @@
+"""``bench run``: config → teacher → synthesize → distil → evaluate → record → leaderboard.
+
+The runner is the only place that knows the order of the stages; each stage is a function with
+typed inputs and outputs. A run is identified by (config, seed): running the same command again
+resumes an interrupted run (the synthetic store skips finished units, the trainer restarts from its
+last epoch checkpoint) or, when the record exists, reports it without redoing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfkd.benchmark.progress import Reporter
+from dfkd.benchmark.records import RunRecord, environment, run_dir
+from dfkd.benchmark.teachers import TeacherRef, build_teacher, resolve_teacher, teacher_accuracy, test_loader
+from dfkd.config import RunConfig, to_plain
+from dfkd.errors import UserError
+from dfkd.hashing import stable_hash
+from dfkd.methods import create_method
+from dfkd.methods.base import BuildContext, Method, SynthesisOutput, SynthesisUnit, Synthesizer
+from dfkd.paths import stores_dir
+
+NON_SEMANTIC = ("output_dir", "device", "data_root")  # do not change results → not part of the run id
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def run_id_for(cfg: RunConfig) -> str:
+    data = {k: v for k, v in cfg.to_dict().items() if k not in NON_SEMANTIC}
+    data["distill"] = {k: v for k, v in data["distill"].items() if k != "num_workers"}
+    return f"seed{cfg.seed}-{stable_hash(data, n=8)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# synthesis stage
+# ---------------------------------------------------------------------------------------------
+def store_key(cfg: RunConfig, method: Method, synth: Synthesizer, teacher: TeacherRef, student: str) -> dict:
+    """Everything that determines the synthetic set; its hash names the store folder."""
+    from dfkd.hashing import file_digest
+
+    key = {
+        "method": cfg.method,
+        "method_version": method.card.version,
+        "config": to_plain(method.config),
+        "dataset": cfg.dataset,
+        "teacher": teacher.name,
+        "teacher_weights": file_digest(teacher.path) if teacher.path else teacher.name,
+        "seed": cfg.seed,
+        "generator": synth.identity(),
+    }
+    if method.store_depends_on_student():
+        key["student"] = student
+        key["distill"] = to_plain(cfg.distill)
+    return key
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, images_uint8: torch.Tensor, spec: Any, device: torch.device) -> torch.Tensor:
+    """Teacher logits on the images exactly as stored (uint8-quantised), float32 (N, K)."""
+    out = []
+    for chunk in images_uint8.split(256):
+        x = spec.normalize(chunk.to(device).float() / 255.0)  # (b, C, S, S)
+        out.append(teacher(x).float().cpu())
+    return torch.cat(out)
+
+
+def generate_unit(
+    synth: Synthesizer,
+    unit: SynthesisUnit,
+    store: Any,
+    teacher: nn.Module,
+    spec: Any,
+    device: torch.device,
+    student: nn.Module | None = None,
+) -> dict[str, float]:
+    """Generate one unit and write it as one shard (with teacher logits and per-image cost)."""
+    from dfkd.synthesis.store import to_uint8
+
+    t0 = time.perf_counter()
+    out: SynthesisOutput = synth.generate(unit, student)
+    seconds = time.perf_counter() - t0
+    n = out.images.shape[0]
+    if out.images.shape[-2:] != (spec.input_size, spec.input_size):
+        raise RuntimeError(
+            f"{type(synth).__name__} returned {tuple(out.images.shape[-2:])} images; the store holds the data set's "
+            f"input size {spec.input_size} (resize before returning)"
+        )
+    images = to_uint8(out.images.detach().cpu())  # (N, C, S, S) uint8
+    table: dict[str, Any] = {
+        "label": out.labels.detach().cpu().long(),
+        "teacher_logits": teacher_logits(teacher, images, spec, device),
+        "gen_seconds": torch.full((n,), seconds / max(1, n), dtype=torch.float64),
+    }
+    if "seed" not in out.extras:
+        table["seed"] = torch.full((n,), unit.seed, dtype=torch.int64)
+    for k, v in out.extras.items():
+        table[k] = v.detach().cpu() if isinstance(v, torch.Tensor) else v
+    store.write_unit(unit.id, images, table)
+    return {"images": n, "seconds": seconds, **out.logs}
+
+
+def synthesize_all(
+    synth: Synthesizer,
+    units: list[SynthesisUnit],
+    store: Any,
+    teacher: nn.Module,
+    spec: Any,
+    device: torch.device,
+    reporter: Reporter,
+) -> None:
+    """Offline synthesis: every unit not yet in the store, then mark the store complete."""
+    done = store.completed_units()
+    todo = [u for u in units if u.id not in done]
+    with reporter.task("synthesize", total=len(units), completed=len(units) - len(todo), unit="unit") as tick:
+        for unit in todo:
+            logs = generate_unit(synth, unit, store, teacher, spec, device)
+            tick(logs)
+    store.mark_complete([u.id for u in units])
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Prepared:
+    """A run's components, built but not yet run (shared by ``run`` and ``validate``)."""
+
+    cfg: RunConfig
+    spec: Any
+    device: torch.device
+    method: Method
+    teacher_ref: TeacherRef
+    teacher: nn.Module
+    student_name: str
+    student: nn.Module
+    ctx: BuildContext
+
+
+def prepare(cfg: RunConfig, reporter: Reporter, teacher: nn.Module | None = None) -> Prepared:
+    from dfkd.datasets import get_dataset
+    from dfkd.distill.trainer import seed_everything
+    from dfkd.models import create_model
+
+    spec = get_dataset(cfg.dataset)
+    device = resolve_device(cfg.device)
+    method = create_method(cfg.method, cfg.method_config)
+    ref = resolve_teacher(cfg.teacher, cfg.teacher_arch, spec)
+    if teacher is None:
+        with reporter.stage("teacher", ref.name):
+            teacher = build_teacher(
+                ref,
+                spec,
+                device,
+                train_if_missing=cfg.train_teacher,
+                recipe=cfg.teacher_train,
+                data_root=cfg.data_root,
+                seed=cfg.seed,
+                progress=reporter.epoch_line("teacher"),
+            )
+    student_name = cfg.student or spec.default_student
+    seed_everything(cfg.seed)
+    student = create_model(student_name, spec.num_classes).to(device)
+    ctx = BuildContext(teacher, student, spec, device, cfg.seed, cfg.distill, cfg.data_root)
+    return Prepared(cfg, spec, device, method, ref, teacher, student_name, student, ctx)
+
+
+def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False) -> RunRecord:
+    """Run one benchmark cell end to end and write its record (see the module docstring)."""
+    from dfkd.distill.trainer import Trainer
+    from dfkd.synthesis.store import SyntheticStore
+
+    reporter = reporter or Reporter()
+    p = prepare(cfg, reporter)
+    out = run_dir(cfg.output_dir, cfg.dataset, p.teacher_ref.name, p.student_name, cfg.method, run_id_for(cfg))
+    record_path = out / "record.json"
+    if record_path.is_file() and not force:
+        reporter.note(f"{record_path} exists: reporting it (use --force to run again)")
+        return RunRecord.read(record_path)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+
+    loader = test_loader(p.spec, cfg.data_root, num_workers=cfg.distill.num_workers)
+    with reporter.stage("teacher accuracy", p.teacher_ref.name):
+        t_acc, t_pred = teacher_accuracy(p.teacher, p.teacher_ref, p.spec, loader, p.device)
+    reporter.note(f"teacher {p.teacher_ref.name}: top-1 {t_acc['top1']:.2f}% on {len(loader.dataset)} test images")
+
+    synth = p.method.build_synthesizer(p.ctx)
+    distiller = p.method.build_distiller(p.ctx)
+    trainer = Trainer(
+        p.student,
+        distiller,
+        cfg.distill,
+        device=p.device,
+        seed=cfg.seed,
+        test_loader=loader,
+        reference_pred=t_pred.to(p.device),
+        checkpoint_dir=out / "checkpoints",
+        progress=reporter.epoch_line("distill"),
+    )
+
+    store = None
+    if p.method.uses_store:
+        if synth is None:
+            raise RuntimeError(f"{cfg.method} uses a store but built no synthesizer")
+        key = store_key(cfg, p.method, synth, p.teacher_ref, p.student_name)
+        digest = stable_hash(key)
+        store = SyntheticStore.open(
+            stores_dir() / cfg.dataset / cfg.method / digest, config_hash=digest, meta={"key": key}
+        )
+        synth.attach_store(store)
+        units = synth.plan()
+        train_tf = p.spec.train_transform()
+        if not p.method.online:
+            if store.is_complete:
+                reporter.note(f"synthetic store cache hit: {store.root} ({store.num_images()} images)")
+            else:
+                synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter)
+            result = trainer.fit(store.dataset(train_tf))
+        else:
+            if len(units) != cfg.distill.epochs:
+                raise UserError(
+                    f"{cfg.method} is online: one synthesis unit per epoch, but its plan has {len(units)} units and "
+                    f"distill.epochs={cfg.distill.epochs}"
+                )
+            result = trainer.fit(
+                _online_data(synth, units, store, p, train_tf),
+                steps_per_epoch=p.method.kd_steps_per_epoch(),
+            )
+            store.mark_complete([u.id for u in units])
+        table = store.read_table(kept_only=False)
+        synthesis_seconds = float(table["gen_seconds"].sum()) if "gen_seconds" in table else 0.0
+        num_images = store.num_images(kept_only=True)
+    else:
+        result = trainer.fit(p.spec.load("train", cfg.data_root))
+        synthesis_seconds, num_images = 0.0, 0
+
+    record = RunRecord(
+        run_id=out.name,
+        method=cfg.method,
+        dataset=cfg.dataset,
+        teacher=p.teacher_ref.name,
+        student=p.student_name,
+        seed=cfg.seed,
+        student_top1=result.top1,
+        student_top1_best=result.best_top1,
+        student_top1_best_epoch=result.best_epoch,
+        student_top5=result.top5,
+        teacher_top1=t_acc["top1"],
+        teacher_student_agreement=result.agreement,
+        num_synthetic_images=num_images,
+        synthesis_seconds=synthesis_seconds,
+        distill_seconds=result.seconds,
+        epochs=cfg.distill.epochs,
+        history=result.history,
+        store=str(store.root) if store else None,
+        config=cfg.to_dict(),
+        env=environment(p.device),
+    )
+    record.write(record_path)
+    reporter.summary(record, record_path)
+    update_leaderboard(cfg.output_dir, cfg.dataset, reporter)
+    return record
+
+
+def _online_data(
+    synth: Synthesizer, units: list[SynthesisUnit], store: Any, p: Prepared, transform: Callable
+) -> Callable[[int], Any]:
+    """For online methods: at the start of epoch e, generate unit e (if not stored) with the current student."""
+
+    def data_for_epoch(epoch: int) -> Any:
+        unit = units[epoch]
+        if not store.has_unit(unit.id):
+            generate_unit(synth, unit, store, p.teacher, p.spec, p.device, student=p.student)
+        return store.dataset(transform)
+
+    return data_for_epoch
+
+
+def update_leaderboard(output_dir: str | Path, dataset: str, reporter: Reporter | None = None) -> list[Path]:
+    from dfkd.benchmark.leaderboard import build_leaderboard, load_records, load_reference, write_leaderboard
+
+    records = [r for r in load_records(output_dir) if r.get("dataset") == dataset]
+    df = build_leaderboard(records, dataset=dataset, reference=load_reference())
+    paths = write_leaderboard(df, Path(output_dir) / f"leaderboard-{dataset}.csv")
+    if reporter:
+        reporter.note(f"leaderboard: {paths[0]}")
+    return paths
+
+
+def validate(cfg: RunConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Build ``cfg`` with tiny random models (resnet8 teacher and student), generate ONE synthesis unit
+    and take ONE distillation step; nothing is written. Catches config and wiring errors in seconds."""
+    from dfkd.datasets import get_dataset
+    from dfkd.distill.trainer import make_optimizer
+    from dfkd.models import create_model
+
+    reporter = reporter or Reporter()
+    spec = get_dataset(cfg.dataset)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    teacher = create_model("resnet8", spec.num_classes).to(device).eval().requires_grad_(False)
+    cfg = dataclasses.replace(cfg, student="resnet8")
+    p = prepare(cfg, reporter, teacher=teacher)
+    synth = p.method.build_synthesizer(p.ctx)
+    distiller = p.method.build_distiller(p.ctx)
+    report: dict[str, Any] = {"method": cfg.method, "dataset": cfg.dataset}
+    if synth is not None:
+        units = synth.plan()
+        t0 = time.perf_counter()
+        out = synth.generate(units[0], p.student)
+        report.update(units=len(units), unit_images=int(out.images.shape[0]), unit_seconds=time.perf_counter() - t0)
+        images = spec.normalize(out.images.to(device).float())
+        labels = out.labels.to(device)
+    else:
+        x, y = spec.load("train", cfg.data_root)[0]
+        images, labels = x[None].to(device), torch.tensor([y], device=device)
+    optimizer = make_optimizer(p.student.parameters(), cfg.distill)
+    p.student.train()
+    loss, logs = distiller.loss(p.student, images, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    report.update(loss=float(loss.item()), **{f"loss/{k}": v for k, v in logs.items()})
+    return report

@@ -1,0 +1,205 @@
+"""Teachers: a checkpoint path, a community bundle file found under the cache, a zoo model, or trained here.
+
+Resolution of ``teacher`` (``bench run --teacher T``):
+
+* ``timm/<name>`` / ``torchvision/<name>`` → the zoo's pretrained weights (fetched by that library);
+* a path to a ``.pth`` / ``.pt`` file → its architecture from ``teacher_arch``, the checkpoint's
+  ``arch`` entry or a ``<dataset>_<arch>.pth`` file name;
+* ``<arch>`` or ``<dataset>_<arch>`` (the community bundle's names, ``cifar10_resnet34``) →
+  ``<cache>/teachers/<dataset>_<arch>.pth``; when missing it is trained with the documented recipe
+  if allowed (``train_teacher``; on by default only for the cheap ``digits``), else a one-line
+  error says where to put the bundle or how to train it.
+
+Teacher accuracy on the real test set is measured once per checkpoint (keyed by its digest) and
+cached beside it in ``<checkpoint>.eval.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dfkd.config import DistillConfig
+from dfkd.errors import UserError
+from dfkd.paths import teachers_dir
+
+BUNDLE_HELP = (
+    "get the community teacher bundle (CMI / Fast-Datafree 'pretrained' checkpoints, e.g. cifar10_resnet34.pth) "
+    "into {dir}, pass --teacher PATH.pth, or train one with `bench teacher train --dataset {dataset} --arch {arch}`"
+)
+CHEAP_TO_TRAIN = {"digits"}  # data sets whose teacher trains in seconds on a CPU
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """Where a teacher comes from, before anything is loaded."""
+
+    name: str  # what records call it: the architecture (resnet34) or zoo name (torchvision/resnet50)
+    arch: str  # model registry name to build
+    path: Path | None  # checkpoint file; None for zoo-pretrained weights
+    zoo: bool = False
+
+
+@dataclass
+class TeacherInfo:
+    name: str
+    checkpoint: str | None
+    digest: str | None
+    top1: float
+    top5: float
+
+
+def _is_zoo(name: str) -> bool:
+    return name.startswith(("timm/", "torchvision/"))
+
+
+def resolve_teacher(teacher: str | None, teacher_arch: str | None, spec: Any) -> TeacherRef:
+    """Turn the user's ``--teacher`` into a :class:`TeacherRef` (nothing loaded yet)."""
+    teacher = teacher or spec.default_teacher
+    if _is_zoo(teacher):
+        return TeacherRef(name=teacher, arch=teacher, path=None, zoo=True)
+    as_path = Path(teacher).expanduser()
+    if teacher.endswith((".pth", ".pt")) or as_path.is_file():
+        if not as_path.is_file():
+            raise UserError(f"Teacher checkpoint {as_path} does not exist; check --teacher")
+        arch = teacher_arch or _arch_from_checkpoint(as_path) or _arch_from_filename(as_path, spec.name)
+        if arch is None:
+            raise UserError(
+                f"Cannot tell the architecture of {as_path.name}; pass --set teacher_arch=NAME (`bench ls models`)"
+            )
+        return TeacherRef(name=arch, arch=arch, path=as_path)
+    arch = teacher.removeprefix(f"{spec.name}_")
+    return TeacherRef(name=arch, arch=arch, path=teachers_dir() / f"{spec.name}_{arch}.pth")
+
+
+def _arch_from_filename(path: Path, dataset: str) -> str | None:
+    stem = path.stem
+    return stem.removeprefix(f"{dataset}_") if stem.startswith(f"{dataset}_") else None
+
+
+def _arch_from_checkpoint(path: Path) -> str | None:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    arch = obj.get("arch") if isinstance(obj, dict) else None
+    return arch if isinstance(arch, str) else None
+
+
+def build_teacher(
+    ref: TeacherRef,
+    spec: Any,
+    device: torch.device,
+    *,
+    train_if_missing: bool | None = None,
+    recipe: DistillConfig | None = None,
+    data_root: str | None = None,
+    seed: int = 0,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> nn.Module:
+    """Build and load the teacher (training it first if allowed and missing); frozen, eval mode."""
+    from dfkd.models import create_model
+    from dfkd.models.checkpoint import load_weights
+
+    if ref.zoo:
+        model = create_model(ref.arch, spec.num_classes, pretrained=True)
+    else:
+        assert ref.path is not None
+        if not ref.path.is_file():
+            allowed = spec.name in CHEAP_TO_TRAIN if train_if_missing is None else train_if_missing
+            if not allowed:
+                help_ = BUNDLE_HELP.format(dir=ref.path.parent, dataset=spec.name, arch=ref.arch)
+                raise UserError(f"No teacher checkpoint at {ref.path}: {help_}")
+            train_teacher(spec, ref.arch, recipe or DistillConfig(), ref.path, device, data_root, seed, progress)
+        model = create_model(ref.arch, spec.num_classes)
+        load_weights(model, ref.path, source=str(ref.path))
+    model.to(device).eval().requires_grad_(False)
+    return model
+
+
+def train_teacher(
+    spec: Any,
+    arch: str,
+    recipe: DistillConfig,
+    out_path: str | Path,
+    device: torch.device,
+    data_root: str | None = None,
+    seed: int = 0,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Train ``arch`` on the real training split with cross-entropy (the one use of training data)."""
+    from dfkd.distill.trainer import Trainer, seed_everything
+    from dfkd.methods.base import KDDistiller
+    from dfkd.models import create_model
+    from dfkd.models.checkpoint import save_weights
+
+    if recipe.kd_weight > 0 or recipe.ce_weight <= 0:
+        raise UserError("A teacher recipe trains with cross-entropy only: set kd_weight=0 and ce_weight>0")
+    out_path = Path(out_path)
+    seed_everything(seed)
+    model = create_model(arch, spec.num_classes)
+    train = spec.load("train", data_root)
+    test_loader = DataLoader(spec.load("test", data_root), batch_size=256, num_workers=recipe.num_workers)
+    ckpt_dir = out_path.parent / f".{out_path.stem}-training"
+    trainer = Trainer(
+        model,
+        KDDistiller(None, recipe),
+        recipe,
+        device=device,
+        seed=seed,
+        test_loader=test_loader,
+        checkpoint_dir=ckpt_dir,
+        progress=progress,
+    )
+    result = trainer.fit(train)
+    save_weights(
+        model.cpu(),
+        out_path,
+        arch=arch,
+        dataset=spec.name,
+        epochs=recipe.epochs,
+        top1_last=result.top1,
+        recipe={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(recipe).items()},
+    )
+    for f in ckpt_dir.glob("*"):
+        f.unlink()
+    ckpt_dir.rmdir()
+    return out_path
+
+
+def test_loader(spec: Any, data_root: str | None, batch_size: int = 256, num_workers: int = 0) -> DataLoader:
+    return DataLoader(spec.load("test", data_root), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def teacher_accuracy(
+    model: nn.Module, ref: TeacherRef, spec: Any, loader: DataLoader, device: torch.device
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Top-1/top-5 of the teacher on the real test set and its predictions, cached per checkpoint digest."""
+    from dfkd.distill.trainer import evaluate
+    from dfkd.hashing import file_digest
+
+    digest = file_digest(ref.path) if ref.path else ref.name
+    cache = (ref.path.with_name(ref.path.name + ".eval.json") if ref.path else None) or None
+    key = f"{spec.name}:{digest}:{len(loader.dataset)}"
+    if cache and cache.is_file():
+        try:
+            data = json.loads(cache.read_text())
+            if data.get("key") == key:
+                return data, torch.tensor(data["pred"], dtype=torch.long)
+        except (json.JSONDecodeError, KeyError):
+            pass
+    ev = evaluate(model, loader, device)
+    data = {"key": key, "digest": digest, "top1": ev["top1"], "top5": ev["top5"], "pred": ev["pred"].tolist()}
+    if cache:
+        tmp = cache.with_name(cache.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, cache)
+    return data, ev["pred"]

@@ -1,0 +1,57 @@
+"""``bench``: the command line. One module per verb; heavy imports happen inside each verb.
+
+User errors (:class:`dfkd.errors.UserError`) print one line and exit 1; ``--debug`` shows the
+traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+VERBS = {
+    "run": "dfkd.cli.run",
+    "ls": "dfkd.cli.ls",
+    "leaderboard": "dfkd.cli.leaderboard",
+    "validate": "dfkd.cli.validate",
+    "teacher": "dfkd.cli.teacher",
+    "synth": "dfkd.cli.synth",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="dfkd-bench: run, compare and extend data-free knowledge distillation methods.",
+        epilog="With no verb, `bench` runs the embedded default: `bench run` (diffdfkd on digits, CPU, minutes).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for module in VERBS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv or ["run"])
+    if args.verb is None:
+        args = parser.parse_args(["run", *argv]) if not argv or argv[0].startswith("-") else args
+    from dfkd.errors import UserError
+
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""bench run: synthesize, distil, evaluate and record one benchmark cell."""
+
+from __future__ import annotations
+
+import argparse
+
+from dfkd.cli.common import add_config_options, resolve
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a method end to end (default: diffdfkd on digits, CPU)",
+        description="Provision the teacher, synthesize, distil the student, evaluate on the real test set, "
+        "write runs/<dataset>/<teacher>-<student>/<method>/<run-id>/record.json and update the leaderboard. "
+        "Running the same command again resumes an interrupted run.",
+    )
+    add_config_options(p)
+    p.add_argument("--output-dir", "-o", help="where run folders and leaderboards go (default ./runs)")
+    p.add_argument("--force", action="store_true", help="run again even if the record exists")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = resolve(args, output_dir=args.output_dir)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from dfkd.benchmark.progress import Reporter
+    from dfkd.benchmark.runner import run
+
+    run(cfg, reporter=Reporter(quiet=args.quiet), force=args.force)
+    return 0

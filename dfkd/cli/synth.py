@@ -1,0 +1,54 @@
+"""bench synth export: write a synthetic store as a PNG ImageFolder (to look at, or for other tools)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("synth", help="work with synthetic stores")
+    ssub = p.add_subparsers(dest="synth_verb", metavar="ACTION", required=True)
+    e = ssub.add_parser("export", help="export a store (or the store of a run) as a PNG ImageFolder")
+    e.add_argument("source", help="a store folder, or a run folder holding record.json")
+    e.add_argument("out", help="output folder")
+    e.add_argument("--all", action="store_true", help="also images the method filtered out")
+    i = ssub.add_parser("info", help="summary of a store: images, units, per-class counts")
+    i.add_argument("source", help="a store folder, or a run folder holding record.json")
+    p.set_defaults(func=main)
+
+
+def _store(source: str):
+    import json
+    from pathlib import Path
+
+    from dfkd.errors import UserError
+    from dfkd.synthesis.store import SyntheticStore
+
+    path = Path(source)
+    if (path / "record.json").is_file():
+        store = json.loads((path / "record.json").read_text()).get("store")
+        if not store:
+            raise UserError(f"The run in {path} has no synthetic store (method trains on real data)")
+        path = Path(store)
+    if not (path / "manifest.json").is_file():
+        raise UserError(f"{path} is neither a synthetic store (no manifest.json) nor a run folder (no record.json)")
+    store = SyntheticStore.open_existing(path)
+    return store, store.manifest
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+
+    store, manifest = _store(args.source)
+    if args.synth_verb == "info":
+        print(json.dumps(store.summary(), indent=2, default=str))
+        return 0
+    class_names = None
+    dataset = (manifest.get("meta") or {}).get("key", {}).get("dataset")
+    if dataset:
+        from dfkd.datasets import get_dataset
+
+        class_names = get_dataset(dataset).class_names
+    n = store.export_imagefolder(args.out, class_names, kept_only=not args.all)
+    print(f"wrote {n} images to {args.out}")
+    return 0

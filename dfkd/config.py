@@ -1,0 +1,329 @@
+"""Run configuration: frozen dataclasses are the single source of defaults.
+
+Layering, lowest to highest priority::
+
+    dataclass defaults < preset YAML (dfkd/presets/<dataset>.yaml) < --config FILE < --set key=value / CLI flags
+
+A preset holds the run-level defaults of one data set and, under ``methods:``, per-method overrides.
+YAML files are read with ``yaml.safe_load``; one ``include: other.yaml`` key (relative to the file)
+pulls in a base file. Keys that are not run-level fields belong to the active method's config, so
+``--set bn_weight=0.2`` and ``--set diffdfkd.bn_weight=0.2`` are the same thing. Unknown keys are
+errors that name the valid ones. The resolved config is saved with the run as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dfkd.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Training of the student (also of teachers, with CE only). Defaults: the classic CIFAR DFKD recipe."""
+
+    epochs: int = 200  # passes over the training set (online methods: synthesis rounds)
+    batch_size: int = 256
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD momentum / Adam beta1
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | constant (stepped once per epoch)
+    milestones: tuple[int, ...] = ()  # epochs where the step schedule multiplies lr by gamma
+    gamma: float = 0.1
+    min_lr: float = 0.0  # floor of the cosine schedule
+    warmup_epochs: int = 0  # linear warm-up from lr/10 before the schedule
+    temperature: float = 4.0  # KD temperature T; loss is KL(p_t^T || p_s^T)·T²
+    kd_weight: float = 1.0  # weight of the KD term
+    ce_weight: float = 0.0  # weight of CE to the image's label (target class for synthetic images)
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | off | bf16 | fp16
+    eval_every: int = 1  # evaluate on the real test set every N epochs (and always at the last)
+    num_workers: int = 0  # DataLoader workers
+
+
+TEACHER_RECIPE = DistillConfig(
+    # train_scratch.py of the community benchmark (CMI): SGD 0.1, wd 1e-4, ×0.1 at 120/150/180, 200 epochs
+    epochs=200,
+    batch_size=256,
+    lr=0.1,
+    weight_decay=1e-4,
+    schedule="step",
+    milestones=(120, 150, 180),
+    kd_weight=0.0,
+    ce_weight=1.0,
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``bench run`` needs. ``method_config`` is the method's own frozen Config."""
+
+    method: str = "diffdfkd"  # registry name (`bench ls methods`)
+    dataset: str = "digits"  # registry name (`bench ls datasets`)
+    teacher: str | None = (
+        None  # arch name, community file stem (cifar10_resnet34), .pth path, or timm/..., torchvision/...
+    )
+    teacher_arch: str | None = None  # architecture of a teacher given as a path whose name does not say it
+    student: str | None = None  # model registry name; None → the data set's default student
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data_root: str | None = None  # None → $DFKD_DATA or ~/.cache/dfkd/data
+    output_dir: str = "runs"  # run records go to <output_dir>/<dataset>/<teacher>-<student>/<method>/<run-id>/
+    train_teacher: bool | None = (
+        None  # train a missing teacher with teacher_train; None → only for cheap data sets (digits)
+    )
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    teacher_train: DistillConfig = TEACHER_RECIPE
+    method_config: Any = None  # the method's Config instance (saved under the method's name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "method_config"}
+        data[self.method] = to_plain(self.method_config) if self.method_config is not None else {}
+        return data
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"method_config"}
+
+
+# ---------------------------------------------------------------------------------------------
+# dataclass <-> plain data
+# ---------------------------------------------------------------------------------------------
+def to_plain(obj: Any) -> Any:
+    """Dataclasses → dicts, tuples → lists (YAML/JSON friendly)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _unknown_key(key: str, valid: Iterable[str], where: str) -> ConfigError:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"Unknown config key {where}{key!r}.{hint} Valid keys: {', '.join(valid)}")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a plain value to the annotated type (int→float, list→tuple, nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{where}.")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build the frozen dataclass ``cls`` from ``data``; unknown keys and bad types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(key, names, prefix)
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def merge(base: dict, override: Mapping) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML files and --set
+# ---------------------------------------------------------------------------------------------
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config with ``safe_load``; one ``include:`` key merges a base file underneath."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist; check the path given to --config / include:")
+    if path in _seen:
+        raise ConfigError(f"include: cycle through {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    if not isinstance(include, str):
+        raise ConfigError(f"{path}: include: takes one file name")
+    base = load_yaml(path.parent / include, (*_seen, path))
+    return merge(base, data)
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``"distill.lr=0.05"`` → (["distill", "lr"], 0.05); the value is parsed as YAML (``[1, 2]``, ``null``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set takes key=value, got {item!r} (e.g. --set distill.epochs=10)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def nest(path: list[str], value: Any) -> dict:
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def route(tree: Mapping[str, Any], method: str, method_names: Iterable[str]) -> dict[str, Any]:
+    """Move keys that are not run fields into the active method's section.
+
+    Sections named after other (registered) methods are kept aside: a preset may configure several
+    methods, only the active one is used.
+    """
+    method_names = set(method_names)
+    out: dict[str, Any] = {}
+    section: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key in RUN_FIELDS:
+            out[key] = value
+        elif key == method:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{method}: must be a mapping of the method's config fields")
+            section = merge(section, value)
+        elif key in method_names:
+            continue  # another method's section
+        else:
+            section = merge(section, {key: value})
+    out[method] = section
+    return out
+
+
+def preset_path(dataset: str) -> Path:
+    return PRESETS_DIR / f"{dataset}.yaml"
+
+
+def load_preset(dataset: str, method: str) -> dict[str, Any]:
+    """The data set's preset with the method's own overrides (``methods: {name: {...}}``) merged in."""
+    path = preset_path(dataset)
+    if not path.is_file():
+        return {}
+    data = load_yaml(path)
+    per_method = data.pop("methods", {}) or {}
+    return merge(data, per_method.get(method, {}) or {})
+
+
+def resolve_run_config(
+    *,
+    method: str | None = None,
+    dataset: str | None = None,
+    config_file: str | Path | None = None,
+    sets: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve the layers into a validated :class:`RunConfig` (see the module docstring)."""
+    from dfkd.methods import get_method_class, list_methods
+
+    file_tree = load_yaml(config_file) if config_file else {}
+    set_tree: dict[str, Any] = {}
+    for item in sets:
+        set_tree = merge(set_tree, nest(*parse_set(item)))
+    flag_tree = {k: v for k, v in (flags or {}).items() if v is not None}
+    top = merge(merge(file_tree, set_tree), flag_tree)
+
+    defaults = RunConfig()
+    dataset = dataset or top.get("dataset") or defaults.dataset
+    from dfkd.datasets import get_dataset
+
+    get_dataset(dataset)  # unknown data set → did-you-mean, before anything else
+    method = method or top.get("method") or load_preset(dataset, "").get("method") or defaults.method
+    method_cls = get_method_class(method)
+    names = list_methods()
+
+    tree = merge(route(load_preset(dataset, method), method, names), route(file_tree, method, names))
+    tree = merge(tree, route(merge(set_tree, flag_tree), method, names))
+    tree["method"], tree["dataset"] = method, dataset
+
+    method_section = tree.pop(method)
+    method_config = from_dict(method_cls.Config, method_section, prefix=f"{method}.")
+    run = from_dict(RunConfig, tree)
+    return dataclasses.replace(run, method_config=method_config)
+
+
+def replace_path(obj: Any, path: list[str], value: Any) -> Any:
+    """Functional update of a nested frozen dataclass: ``replace_path(cfg, ["distill", "lr"], 0.1)``."""
+    if not path:
+        return value
+    head, *rest = path
+    names = {f.name for f in dataclasses.fields(obj)}
+    if head not in names:
+        raise _unknown_key(head, names, "")
+    return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})

@@ -1,0 +1,194 @@
+"""The interfaces every DFKD method implements.
+
+A method is a class with a frozen ``Config`` dataclass (the single source of its defaults), a
+``card`` (paper, arXiv id, what was reconstructed) and two builders::
+
+    synthesizer = method.build_synthesizer(ctx)   # plan() of units, generate(unit) → SynthesisOutput
+    distiller   = method.build_distiller(ctx)     # loss(student, images, labels) → (loss, logs)
+
+Synthesis is cut into **units** (e.g. one class × one trajectory batch), each with its own seed
+derived from (run seed, unit id). The runner stores every unit as one shard of the synthetic store,
+skips units already stored (resume), and could hand units to different processes: the store is the
+same whatever the order or the number of workers.
+
+Two shapes:
+* offline (DiffDFKD, PRISM, diffusion KD): every unit is generated first; then the student is
+  distilled on the finished store, which is cached and reused by every student;
+* online (DeepInversion-style pools): unit ``e`` is generated at the start of epoch ``e``, with the
+  current student at hand, and the epoch trains ``kd_steps`` steps on the pool so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dfkd.config import DistillConfig, from_dict
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """Provenance of a method, shown by ``bench ls methods`` and written into records."""
+
+    title: str
+    authors: str
+    year: int
+    arxiv: str | None = None  # arXiv id, e.g. "2504.00870"
+    venue: str | None = None
+    summary: str = ""  # one sentence
+    reconstructed: str = ""  # what is a reconstruction rather than the authors' published procedure
+    version: str = "1"  # bump when the implementation changes results
+
+
+@dataclass(frozen=True)
+class SynthesisUnit:
+    """One independently generated piece of the synthetic set."""
+
+    id: str  # stable name, also the shard name: "c0003-b0007"
+    index: int  # position in the plan (online methods: the epoch)
+    seed: int  # derived from (run seed, id): same unit → same images, whoever generates it
+    label: int | None = None  # the class, when the unit is single-class
+    size: int = 0  # images to generate (before any filtering)
+    info: dict[str, Any] = field(default_factory=dict)  # method-specific (e.g. trajectory numbers)
+
+
+@dataclass
+class SynthesisOutput:
+    images: Tensor  # (N, C, H, W) float in [0, 1], NOT normalised, at the data set's input size
+    labels: Tensor  # (N,) int64 target classes
+    extras: dict[str, Tensor | list] = field(default_factory=dict)  # per-image columns for the store's table
+    logs: dict[str, float] = field(default_factory=dict)  # scalars for the progress line
+
+
+@dataclass
+class BuildContext:
+    """What a method may use to build its synthesizer and distiller."""
+
+    teacher: nn.Module  # frozen, eval mode, on device
+    student: nn.Module  # the model being distilled (online methods may query it)
+    spec: Any  # dfkd.datasets.DatasetSpec
+    device: torch.device
+    seed: int
+    distill: DistillConfig
+    data_root: str | None = None
+
+
+def unit_seed(run_seed: int, unit_id: str) -> int:
+    """A 63-bit seed from (run seed, unit id), independent of generation order and process count."""
+    digest = hashlib.sha256(f"{run_seed}:{unit_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def balanced_units(num_classes: int, per_class: int, batch_size: int, run_seed: int) -> list[SynthesisUnit]:
+    """Units of ≤ ``batch_size`` images of one class each, ``per_class`` images per class."""
+    units = []
+    for c in range(num_classes):
+        for b, start in enumerate(range(0, per_class, batch_size)):
+            uid = f"c{c:04d}-b{b:04d}"
+            size = min(batch_size, per_class - start)
+            units.append(SynthesisUnit(uid, len(units), unit_seed(run_seed, uid), label=c, size=size))
+    return units
+
+
+class Synthesizer(ABC):
+    """Turns units into images. Stateless across units (state lives in the store and the student)."""
+
+    @abstractmethod
+    def plan(self) -> list[SynthesisUnit]:
+        """All units of the synthesis, in order."""
+
+    @abstractmethod
+    def generate(self, unit: SynthesisUnit, student: nn.Module | None = None) -> SynthesisOutput:
+        """Generate one unit. Must depend only on the unit (and, for online methods, the student)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What beyond the method config determines the images (e.g. the generator's weights)."""
+        return {}
+
+    def attach_store(self, store: Any) -> None:
+        """Called by the runner before synthesis; methods that read earlier units (online adversaries) keep it."""
+        return None
+
+
+class Distiller(ABC):
+    """The student's training objective on one batch. The trainer does backward/step."""
+
+    @abstractmethod
+    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """``images`` are normalised; returns the scalar loss and logs."""
+
+
+def kd_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KD loss of Hinton et al. (2015): KL(softmax(t/T) ‖ softmax(s/T)) · T², batch mean."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)  # (B, K)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)  # (B, K)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+
+
+class KDDistiller(Distiller):
+    """L = kd_weight · KL(p_t^T ‖ p_s^T)·T² + ce_weight · CE(s, y), teacher logits on the same augmented batch."""
+
+    def __init__(self, teacher: nn.Module | None, cfg: DistillConfig):
+        if teacher is None and cfg.kd_weight > 0:
+            raise ValueError("kd_weight > 0 needs a teacher")
+        self.teacher = teacher
+        self.temperature = cfg.temperature
+        self.kd_weight = cfg.kd_weight
+        self.ce_weight = cfg.ce_weight
+
+    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        s = student(images)  # (B, K)
+        total = s.new_zeros(())
+        logs: dict[str, float] = {}
+        if self.kd_weight > 0:
+            with torch.no_grad():
+                t = self.teacher(images)  # (B, K)
+            kd = kd_kl(s.float(), t.float(), self.temperature)
+            total = total + self.kd_weight * kd
+            logs["kd"] = kd.item()
+        if self.ce_weight > 0:
+            ce = F.cross_entropy(s.float(), labels)
+            total = total + self.ce_weight * ce
+            logs["ce"] = ce.item()
+        return total, logs
+
+
+class Method:
+    """Base class of every DFKD method. Subclasses set ``Config``, ``card`` and implement the builders."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    card: ClassVar[MethodCard]
+    online: ClassVar[bool] = False  # generate unit e at the start of epoch e, with the student in the loop
+    uses_store: ClassVar[bool] = True  # False: trains on real data (real_kd)
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        if config is None:
+            config = from_dict(self.Config, overrides, prefix=f"{self.name}.")
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+
+    def build_synthesizer(self, ctx: BuildContext) -> Synthesizer | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_synthesizer")
+
+    def build_distiller(self, ctx: BuildContext) -> Distiller:
+        return KDDistiller(ctx.teacher, ctx.distill)
+
+    def kd_steps_per_epoch(self) -> int | None:
+        """Online methods: optimiser steps per epoch on the pool; None = one pass over the data."""
+        return None
+
+    def store_depends_on_student(self) -> bool:
+        """Online stores depend on the student and are not shared between students."""
+        return self.online
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"

@@ -1,0 +1,1 @@
+"""Measurements of students and synthetic sets."""

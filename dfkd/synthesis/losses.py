@@ -1,0 +1,97 @@
+"""Inversion losses shared by the synthesis methods (DeepInversion, DiffDFKD, PRISM, ...)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class BNStatistics:
+    """DeepInversion's feature-statistics prior (Yin et al., CVPR 2020, Eq. 4).
+
+    For every ``BatchNorm2d`` of the teacher, on that layer's *input* x (B, C, H, W)::
+
+        L_bn = Σ_l ‖σ²_l(x) − running_var_l‖₂ + ‖μ_l(x) − running_mean_l‖₂
+
+    with the biased batch variance. Forward hooks collect the per-layer terms during the teacher's
+    forward; ``loss()`` returns their sum for the most recent forward. Use as a context manager so the
+    hooks are removed::
+
+        with BNStatistics(teacher) as bn:
+            logits = teacher(x)
+            loss = bn.loss()
+    """
+
+    def __init__(self, model: nn.Module):
+        self.terms: list[Tensor] = []
+        self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not self.handles:
+            raise ValueError(f"{type(model).__name__} has no BatchNorm2d layer: the BN-statistics loss needs one")
+
+    def _hook(self, module: nn.BatchNorm2d, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        x = inputs[0].float()  # (B, C, H, W)
+        mean = x.mean(dim=(0, 2, 3))  # (C,)
+        var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+        term = torch.linalg.vector_norm(var - module.running_var.float()) + torch.linalg.vector_norm(
+            mean - module.running_mean.float()
+        )
+        self.terms.append(term)
+
+    def loss(self) -> Tensor:
+        """Sum over layers for the last forward pass; resets the collected terms."""
+        if not self.terms:
+            raise RuntimeError("BNStatistics.loss() called before a forward pass of the hooked model")
+        total = torch.stack(self.terms).sum()
+        self.terms = []
+        return total
+
+    def clear(self) -> None:
+        self.terms = []
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def __enter__(self) -> BNStatistics:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def total_variation(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Image priors of DeepInversion: (ℓ2 TV, ℓ1 TV) over the 4 neighbour differences, x (B, C, H, W)."""
+    diffs = [
+        x[:, :, :, :-1] - x[:, :, :, 1:],
+        x[:, :, :-1, :] - x[:, :, 1:, :],
+        x[:, :, 1:, :-1] - x[:, :, :-1, 1:],
+        x[:, :, :-1, :-1] - x[:, :, 1:, 1:],
+    ]
+    tv_l2 = sum(torch.linalg.vector_norm(d) for d in diffs)
+    tv_l1 = sum(d.abs().mean() for d in diffs)
+    return tv_l2, tv_l1
+
+
+def adversarial_disagreement(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Decision-adversarial term of Fast/CMI (Fang et al.):
+
+        L_adv = −mean_i[ 1{argmax s_i = argmax t_i} · KL(softmax(t_i) ‖ softmax(s_i)) ]
+
+    Minimising it pushes the images towards where the student still agrees with the teacher but
+    its distribution differs, i.e. towards the decision boundary the student has not learnt.
+    """
+    agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()  # (B,)
+    kl = F.kl_div(
+        F.log_softmax(student_logits, dim=1), F.log_softmax(teacher_logits, dim=1), reduction="none", log_target=True
+    ).sum(1)  # (B,)
+    return -(agree * kl).mean()
+
+
+def resize_for_teacher(images: Tensor, size: int) -> Tensor:
+    """Bicubic, antialiased resize of (B, C, H, W) images in [0, 1] to size², clamped back to [0, 1]."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return out.clamp(0, 1)

@@ -1,0 +1,726 @@
+"""Sharded, crash-safe storage of synthetic images: ``SyntheticStore``.
+
+Synthesis is split into *units* (``c0003-b0007`` = class 3, trajectory batch 7), each with a deterministic
+seed. The runner asks the store which units are complete, generates only the others, and writes each unit
+as one shard. Layout of a store folder::
+
+    <root>/
+      manifest.json                  # format, schema_version, config_hash, meta, created, schema (image shape,
+                                     # table columns); after mark_complete(): complete, completed, counts
+      shards/
+        <unit>.pt                    # one finished unit: torch.save({"schema_version", "unit", "images", "table"})
+        .<unit>.<pid>-<token>.tmp    # a shard being written, or left behind by a crash; never read
+
+``images`` is uint8 (N, C, H, W), the same (C, H, W) for every unit; ``table`` maps column names to tensors
+with first dim N or lists of N str/int/float: ``label`` (int64, required), ``kept`` (bool, all True when not
+given), and by convention ``seed`` (int64), ``teacher_logits`` (float32 (N, K)), ``prompt`` (list of str).
+
+Crash safety: a shard is serialised to a temporary file in ``shards/`` (the same file system), flushed and
+fsync'ed, then ``os.replace``d to ``<unit>.pt`` and the folder is fsync'ed. ``os.replace`` is atomic, so
+``<unit>.pt`` either does not exist or is the whole, durable shard; a crash at any moment loses at most the
+unit in flight and leaves only a temporary file, which ``completed_units`` never counts (its name differs)
+and a later write removes (that unit's leftovers at once, anyone's after ``STALE_TMP_SECONDS``). Completion
+*is* the presence of the final name, so a resumed run regenerates exactly the missing units, and writing an
+existing unit raises unless ``overwrite=True``: no loss, no duplicates. The manifest is replaced the same way.
+Several processes may write disjoint units into one store; one unit must have one writer.
+
+Shards use torch's zipfile format and are read with ``torch.load(..., weights_only=True, mmap=True)``, so the
+KD data loader neither decodes images nor reads the whole store into memory (``dataset()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from dfkd.errors import UserError
+from dfkd.hashing import canonicalize
+
+SCHEMA_VERSION = 1
+FORMAT = "dfkd.SyntheticStore"
+MANIFEST_NAME = "manifest.json"
+SHARDS_DIR = "shards"
+SHARD_SUFFIX = ".pt"
+TMP_SUFFIX = ".tmp"
+STALE_TMP_SECONDS = 600.0  # a temporary file lives for one torch.save; older ones are crash leftovers
+MAX_OPEN_SHARDS = 256  # memory-mapped shards a dataset keeps open per process (LRU)
+
+_UNIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_LIST_ITEM_TYPES = (str, int, float, bool, type(None))
+_PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+Table = dict[str, "Tensor | list"]
+
+
+class IncompleteStoreError(UserError):
+    """``mark_complete`` found expected units missing: resume the synthesis to write them."""
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """uint8 images from uint8 (returned as is) or float in [0, 1]: ``(x*255).round().clamp(0, 255)``.
+
+    Rounding is half-to-even (``torch.round``), computed in at least float32: 0.5 → 128, 1.0 → 255,
+    -0.1 → 0, 1.2 → 255. NaN raises ``ValueError`` rather than becoming a silent black pixel.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating point in [0, 1], got {x.dtype}")
+    x = x.detach()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    if torch.isnan(x).any():
+        raise ValueError("images contain NaN; the generator or decoder diverged (check the synthesis hyper-parameters)")
+    return (x * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+class SyntheticStore:
+    """Sharded uint8 images + per-image table + manifest, in one folder (see the module docstring).
+
+    Create or resume with ``SyntheticStore.open(root, config_hash=...)``; read a finished store without
+    knowing its hash with ``SyntheticStore.open_existing(root)``. Reads go over the units in sorted id order,
+    so zero-pad unit ids (``c0003-b0007``) to make that order the natural one.
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        """Use ``open`` or ``open_existing``; this does no checking."""
+        self.root = root
+        self.manifest = manifest
+        self._info_cache: dict[str, tuple[int, Tensor]] = {}  # unit -> (N, kept (N,) bool)
+
+    # -- opening --------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], *, config_hash: str, meta: dict | None = None) -> SyntheticStore:
+        """Create ``root`` (manifest.json + shards/) or resume it if it holds the same ``config_hash``.
+
+        ``meta`` (JSON-able: dataclasses, paths, tuples are converted) is recorded on creation only.
+        A folder holding another synthesis, or a non-empty folder that is not a store, raises ``UserError``.
+        """
+        if not isinstance(config_hash, str) or not config_hash:
+            raise ValueError(f"config_hash must be a non-empty string, got {config_hash!r}")
+        root = Path(root).expanduser()
+        path = root / MANIFEST_NAME
+        if path.exists():
+            manifest = _read_manifest(path)
+            found = manifest.get("config_hash")
+            if found != config_hash:
+                raise UserError(
+                    f"{root} holds another synthesis (config hash {found}, this one is {config_hash}); "
+                    "delete it or choose another folder"
+                )
+        else:
+            if root.exists():
+                if not root.is_dir():
+                    raise UserError(f"{root} is a file, not a synthetic store folder; choose another path")
+                others = sorted(p.name for p in root.iterdir() if not _is_tmp_name(p.name))
+                if others:
+                    raise UserError(
+                        f"{root} is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) and has "
+                        f"no {MANIFEST_NAME}, so it is not a synthetic store; choose a new or empty folder"
+                    )
+            root.mkdir(parents=True, exist_ok=True)
+            manifest = {
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "config_hash": config_hash,
+                "meta": canonicalize(meta or {}),
+                "created": _now(),
+                "complete": False,
+            }
+            _atomic_write_text(path, _dump_json(manifest))
+        (root / SHARDS_DIR).mkdir(exist_ok=True)
+        _remove_tmp_files(root, older_than=STALE_TMP_SECONDS)  # manifest temporaries left by a crash
+        return cls(root, manifest)
+
+    @classmethod
+    def open_existing(cls, root: str | os.PathLike[str]) -> SyntheticStore:
+        """Open a store for reading (or resuming) without checking its config hash."""
+        root = Path(root).expanduser()
+        path = root / MANIFEST_NAME
+        if not path.exists():
+            raise UserError(f"{root} is not a synthetic store (no {MANIFEST_NAME}); run the synthesis first")
+        return cls(root, _read_manifest(path))
+
+    # -- state ----------------------------------------------------------------------------------------------------
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / SHARDS_DIR
+
+    @property
+    def config_hash(self) -> str:
+        return self.manifest["config_hash"]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) shared by all units, or None before the first write."""
+        schema = self.manifest.get("schema")
+        return tuple(schema["image_shape"]) if schema else None
+
+    @property
+    def is_complete(self) -> bool:
+        """True once ``mark_complete`` has checked every expected unit is present."""
+        return bool(self.manifest.get("complete", False))
+
+    def completed_units(self) -> set[str]:
+        """Ids of units whose shard is on disk; a shard is complete by construction (atomic rename)."""
+        out: set[str] = set()
+        try:
+            entries = os.scandir(self.shards_dir)
+        except FileNotFoundError:
+            return out
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(SHARD_SUFFIX) and not name.startswith("."):
+                    unit = name[: -len(SHARD_SUFFIX)]
+                    if _UNIT_RE.fullmatch(unit):
+                        out.add(unit)
+        return out
+
+    def has_unit(self, unit_id: str) -> bool:
+        return self._shard_path(unit_id).is_file()
+
+    def units(self) -> list[str]:
+        """Completed unit ids, sorted: the order of every read."""
+        return sorted(self.completed_units())
+
+    def num_images(self, kept_only: bool = True) -> int:
+        counts = self.manifest.get("counts") if self.is_complete else None
+        if counts:
+            return int(counts["kept" if kept_only else "images"])
+        return sum(self._count(unit, kept_only) for unit in self.units())
+
+    # -- writing --------------------------------------------------------------------------------------------------
+
+    def write_unit(self, unit_id: str, images: Tensor, table: Mapping[str, Any], *, overwrite: bool = False) -> None:
+        """Write one unit as one shard, atomically (temporary file, fsync, ``os.replace``).
+
+        ``images``: uint8 (N, C, H, W) or float in [0, 1] (converted by ``to_uint8``). ``table``: column →
+        tensor with first dim N or list of N str/int/float/bool/None; ``label`` (integer (N,)) is required,
+        ``kept`` (bool (N,)) defaults to all True, ``seed`` is stored as int64 and ``teacher_logits`` as
+        float32 (N, K). Every unit of a store must have the same image shape and the same columns.
+        An existing unit raises ``FileExistsError`` unless ``overwrite=True``.
+        """
+        _check_unit_id(unit_id)
+        if self.is_complete:
+            raise UserError(
+                f"synthetic store {self.root} is marked complete and takes no more units; "
+                "delete it or choose another folder"
+            )
+        final = self._shard_path(unit_id)
+        if not overwrite and final.exists():
+            raise FileExistsError(
+                f"unit {unit_id!r} is already in {self.root}; units are written once (overwrite=True replaces it)"
+            )
+        imgs = _prepare_images(images)  # (N, C, H, W) uint8, CPU, own storage
+        tbl = _prepare_table(table, imgs.shape[0])
+        self._check_schema(unit_id, _schema_of(imgs, tbl))
+
+        _remove_tmp_files(self.shards_dir, unit_id=unit_id, older_than=STALE_TMP_SECONDS)
+        payload = {"schema_version": SCHEMA_VERSION, "unit": unit_id, "images": imgs, "table": tbl}
+        tmp = self.shards_dir / f".{unit_id}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(self.shards_dir)
+        self._info_cache.pop(unit_id, None)
+
+    def mark_complete(self, expected_units: Collection[str]) -> None:
+        """Check that exactly ``expected_units`` are on disk, then record ``complete: true`` + counts.
+
+        Missing units raise ``IncompleteStoreError`` (resume to write them); units that were not expected
+        raise ``UserError``. Removes leftover temporary files. Idempotent.
+        """
+        expected = set(expected_units)
+        for unit in expected:
+            _check_unit_id(unit)
+        done = self.completed_units()
+        missing, extra = sorted(expected - done), sorted(done - expected)
+        if missing:
+            raise IncompleteStoreError(
+                f"synthetic store {self.root} is missing {len(missing)} of {len(expected)} units "
+                f"({_preview(missing)}); resume the synthesis to write them"
+            )
+        if extra:
+            raise UserError(
+                f"synthetic store {self.root} holds {len(extra)} units that were not expected ({_preview(extra)}); "
+                "it was written by another plan: delete it or choose another folder"
+            )
+        _remove_tmp_files(self.shards_dir)
+        units = sorted(done)
+        self.manifest.update(
+            complete=True,
+            completed=_now(),
+            counts={
+                "units": len(units),
+                "images": sum(self._count(u, kept_only=False) for u in units),
+                "kept": sum(self._count(u, kept_only=True) for u in units),
+            },
+        )
+        self._write_manifest()
+
+    # -- reading --------------------------------------------------------------------------------------------------
+
+    def read_table(self, kept_only: bool = False) -> Table:
+        """All units' tables concatenated in sorted unit order (tensors ``cat``, lists joined)."""
+        units = self.units()
+        if not units:
+            return self._empty_table()
+        parts: dict[str, list] = {}
+        for unit in units:
+            tbl = self._load(unit)["table"]
+            if parts and set(tbl) != set(parts):
+                raise ValueError(f"unit {unit!r} has columns {sorted(tbl)}, other units have {sorted(parts)}")
+            mask = tbl["kept"] if kept_only else None
+            for name, col in tbl.items():
+                parts.setdefault(name, []).append(_select(col, mask))
+        return {
+            name: torch.cat(cols) if isinstance(cols[0], Tensor) else [v for c in cols for v in c]
+            for name, cols in parts.items()
+        }
+
+    def images(self, kept_only: bool = True) -> Tensor:
+        """All images as one in-memory uint8 (N, C, H, W) tensor in sorted unit order.
+
+        Loads the whole store: fine for CIFAR-sized sets, large for ImageNet-sized ones; prefer ``dataset()``.
+        """
+        units = self.units()
+        shape = self.image_shape or (0, 0, 0)
+        total = sum(self._count(u, kept_only) for u in units)
+        out = torch.empty((total, *shape), dtype=torch.uint8)  # (N, C, H, W)
+        pos = 0
+        for unit in units:
+            shard = self._load(unit)
+            imgs = shard["images"]
+            if kept_only:
+                imgs = imgs[shard["table"]["kept"]]
+            out[pos : pos + imgs.shape[0]] = imgs
+            pos += imgs.shape[0]
+        return out
+
+    def dataset(self, transform: Callable[[Tensor], Any] | None = None, kept_only: bool = True) -> StoreDataset:
+        """A map-style dataset of ``(x, label, index)`` over memory-mapped shards.
+
+        ``x`` is ``transform(img)`` for the uint8 (C, H, W) image, or the image itself; ``index`` is the
+        position in ``read_table(kept_only)`` order. Safe with DataLoader workers (each maps shards itself).
+        """
+        units = self.units()
+        unit_of, local, labels = [], [], []
+        for i, unit in enumerate(units):
+            tbl = self._load(unit)["table"]
+            n, kept = self._info(unit)
+            idx = kept.nonzero().flatten() if kept_only else torch.arange(n)  # (M,)
+            unit_of.append(torch.full((idx.numel(),), i, dtype=torch.int32))
+            local.append(idx)
+            labels.append(tbl["label"][idx].clone())
+        return StoreDataset(
+            [str(self._shard_path(u)) for u in units],
+            torch.cat(unit_of) if unit_of else torch.empty(0, dtype=torch.int32),
+            torch.cat(local) if local else torch.empty(0, dtype=torch.int64),
+            torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64),
+            transform,
+        )
+
+    def export_imagefolder(
+        self, out_dir: str | os.PathLike[str], class_names: Sequence[str] | None = None, kept_only: bool = True
+    ) -> int:
+        """Write PNGs to ``out_dir/<label:03d>[_<class name>]/<unit>_<i>.png``; returns how many.
+
+        ``i`` is the image's index within its unit. Labels are zero-padded (3 digits, more past 999) so folder
+        order is label order, and torchvision's ``ImageFolder`` indices equal labels as long as every class
+        has at least one image (classes without images get no folder). Needs 1, 3 or 4 channels.
+        """
+        from PIL import Image
+
+        units = self.units()
+        if not units:
+            return 0
+        shape = self.image_shape
+        if shape is None or shape[0] not in _PNG_MODES:
+            raise ValueError(f"PNG export needs 1, 3 or 4 channels, this store's images are (C, H, W) = {shape}")
+        max_label = max(int(lbl.max()) if (lbl := self._load(u)["table"]["label"]).numel() else 0 for u in units)
+        names = list(class_names) if class_names is not None else None
+        if names is not None and max_label >= len(names):
+            raise ValueError(f"class_names has {len(names)} names but the store has label {max_label}")
+        width = max(3, len(str(max_label)))
+        out = Path(out_dir).expanduser()
+        count = 0
+        made: set[Path] = set()
+        for unit in units:
+            shard = self._load(unit)
+            imgs, labels, kept = shard["images"], shard["table"]["label"], shard["table"]["kept"]
+            for i in range(imgs.shape[0]):
+                if kept_only and not bool(kept[i]):
+                    continue
+                label = int(labels[i])
+                folder = out / (f"{label:0{width}d}" + (f"_{_sanitise(names[label])}" if names is not None else ""))
+                if folder not in made:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    made.add(folder)
+                arr = imgs[i].permute(1, 2, 0).contiguous().numpy()  # (H, W, C)
+                if shape[0] == 1:
+                    arr = arr[:, :, 0]  # (H, W)
+                # PIL infers the mode from the array: L, RGB or RGBA
+                Image.fromarray(arr).save(folder / f"{unit}_{i}.png", format="PNG")
+                count += 1
+        return count
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for humans and run records: images (kept / total), units, per-class counts, shape, bytes."""
+        units = self.units()
+        kept_total = images_total = 0
+        per_kept: dict[int, int] = {}
+        per_total: dict[int, int] = {}
+        for unit in units:
+            tbl = self._load(unit)["table"]
+            labels, kept = tbl["label"], tbl["kept"]
+            images_total += labels.numel()
+            kept_total += int(kept.sum())
+            for label, c in zip(*torch.unique(labels, return_counts=True)):
+                per_total[int(label)] = per_total.get(int(label), 0) + int(c)
+            for label, c in zip(*torch.unique(labels[kept], return_counts=True)):
+                per_kept[int(label)] = per_kept.get(int(label), 0) + int(c)
+        size = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return {
+            "root": str(self.root),
+            "config_hash": self.config_hash,
+            "complete": self.is_complete,
+            "units": len(units),
+            "images": {"kept": kept_total, "total": images_total},
+            "per_class_kept": dict(sorted(per_kept.items())),
+            "per_class_total": dict(sorted(per_total.items())),
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "bytes_on_disk": size,
+        }
+
+    def __repr__(self) -> str:
+        return f"SyntheticStore({str(self.root)!r}, config_hash={self.config_hash!r}, complete={self.is_complete})"
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _shard_path(self, unit_id: str) -> Path:
+        _check_unit_id(unit_id)
+        return self.shards_dir / f"{unit_id}{SHARD_SUFFIX}"
+
+    def _load(self, unit_id: str) -> dict[str, Any]:
+        return _load_shard(self._shard_path(unit_id))
+
+    def _info(self, unit_id: str) -> tuple[int, Tensor]:
+        if unit_id not in self._info_cache:
+            shard = self._load(unit_id)
+            self._info_cache[unit_id] = (int(shard["images"].shape[0]), shard["table"]["kept"].clone())
+        return self._info_cache[unit_id]
+
+    def _count(self, unit_id: str, kept_only: bool) -> int:
+        n, kept = self._info(unit_id)
+        return int(kept.sum()) if kept_only else n
+
+    def _write_manifest(self) -> None:
+        _atomic_write_text(self.root / MANIFEST_NAME, _dump_json(self.manifest))
+
+    def _check_schema(self, unit_id: str, schema: dict[str, Any]) -> None:
+        """All units share image shape and columns; the first unit written (or rewritten alone) sets them."""
+        recorded = self.manifest.get("schema")
+        if recorded is None or not (self.completed_units() - {unit_id}):
+            if recorded != schema:
+                self.manifest["schema"] = schema
+                self._write_manifest()
+            return
+        if recorded["image_shape"] != schema["image_shape"]:
+            raise ValueError(
+                f"unit {unit_id!r} has images of shape (C, H, W) = {tuple(schema['image_shape'])} but store "
+                f"{self.root} holds {tuple(recorded['image_shape'])}; all units of a store share one image shape"
+            )
+        if recorded["columns"] != schema["columns"]:
+            have, want = schema["columns"], recorded["columns"]
+            problems = [f"missing {k!r}" for k in sorted(set(want) - set(have))]
+            problems += [f"unexpected {k!r}" for k in sorted(set(have) - set(want))]
+            problems += [
+                f"{k!r} is {have[k]} not {want[k]}" for k in sorted(set(have) & set(want)) if have[k] != want[k]
+            ]
+            raise ValueError(f"unit {unit_id!r} has other table columns than the store's units: {'; '.join(problems)}")
+
+    def _empty_table(self) -> Table:
+        schema = self.manifest.get("schema")
+        columns = schema["columns"] if schema else {"label": _tensor_spec("int64"), "kept": _tensor_spec("bool")}
+        return {
+            name: torch.empty((0, *spec["shape"]), dtype=getattr(torch, spec["dtype"]))
+            if spec["kind"] == "tensor"
+            else []
+            for name, spec in columns.items()
+        }
+
+
+class StoreDataset(Dataset):
+    """``(x, label, index)`` items read from memory-mapped shards; made by ``SyntheticStore.dataset``.
+
+    Holds only shard paths and index tensors, so it pickles cheaply into DataLoader workers; each
+    process maps the shards it touches (at most ``MAX_OPEN_SHARDS`` at once). ``targets`` holds the labels.
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        unit_of: Tensor,
+        local: Tensor,
+        labels: Tensor,
+        transform: Callable[[Tensor], Any] | None = None,
+    ) -> None:
+        self.paths = paths
+        self.unit_of = unit_of  # (N,) int32: which shard
+        self.local = local  # (N,) int64: row in that shard
+        self.targets = labels  # (N,) int64
+        self.transform = transform
+        self._open: OrderedDict[int, Tensor] = OrderedDict()  # shard -> mmapped images
+
+    def __len__(self) -> int:
+        return int(self.targets.numel())
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        images = self._images(int(self.unit_of[index]))
+        x = images[int(self.local[index])].clone()  # (C, H, W) uint8, detached from the mmap
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.targets[index]), index
+
+    def _images(self, shard: int) -> Tensor:
+        images = self._open.get(shard)
+        if images is None:
+            images = _load_shard(Path(self.paths[shard]))["images"]
+            self._open[shard] = images
+            if len(self._open) > MAX_OPEN_SHARDS:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end(shard)
+        return images
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()  # never ship mapped tensors to workers
+        return state
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def _check_unit_id(unit_id: str) -> None:
+    if not isinstance(unit_id, str) or not _UNIT_RE.fullmatch(unit_id):
+        raise ValueError(
+            f"unit id {unit_id!r} must be 1-200 characters of letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (e.g. 'c0003-b0007')"
+        )
+
+
+def _is_tmp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def _preview(items: list[str], k: int = 5) -> str:
+    return ", ".join(items[:k]) + (f", ... {len(items) - k} more" if len(items) > k else "")
+
+
+def _sanitise(name: str) -> str:
+    """A class name as a portable folder-name part: runs of other characters become '_'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", str(name)).strip("._-") or "class"
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX); a no-op where folders cannot be opened."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _remove_tmp_files(folder: Path, *, unit_id: str | None = None, older_than: float | None = None) -> None:
+    """Remove temporary files: all of them, or those of ``unit_id`` plus those older than ``older_than`` s."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if not _is_tmp_name(entry.name):
+            continue
+        stem = entry.name[1 : -len(TMP_SUFFIX)].rsplit(".", 1)[0]  # ".<unit>.<pid>-<token>.tmp" -> "<unit>"
+        with contextlib.suppress(FileNotFoundError):
+            if older_than is None or stem == unit_id or now - entry.stat().st_mtime > older_than:
+                os.unlink(entry.path)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({e}); delete the store folder and synthesise again") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{path} is not a synthetic store manifest; choose another folder")
+    version = manifest.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise UserError(
+            f"{path} has store schema_version {version}, this dfkd reads up to {SCHEMA_VERSION}; upgrade dfkd-bench"
+        )
+    return manifest
+
+
+def _load_shard(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a shard is whole by construction, so this is disk damage or a foreign file
+        raise UserError(f"shard {path} cannot be read ({e}); delete it and resume the synthesis to rewrite it") from e
+
+
+def _prepare_images(images: Tensor) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        # clone: torch.save would write a view's whole underlying storage
+        return images.detach().cpu().clone(memory_format=torch.contiguous_format)
+    return to_uint8(images).cpu().contiguous()
+
+
+def _prepare_table(table: Mapping[str, Any], n: int) -> dict[str, Tensor | list]:
+    if not isinstance(table, Mapping):
+        raise TypeError(f"table must be a mapping of column name -> tensor or list, got {type(table).__name__}")
+    if "label" not in table:
+        raise ValueError("the table needs a 'label' column (integer class index per image)")
+    out: dict[str, Tensor | list] = {}
+    for name, col in table.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"table column names must be non-empty strings, got {name!r}")
+        if isinstance(col, Tensor):
+            if col.dim() == 0 or col.shape[0] != n:
+                raise ValueError(f"column {name!r} has shape {tuple(col.shape)}; its first dim must be N = {n}")
+            out[name] = col.detach().cpu().clone(memory_format=torch.contiguous_format)
+        elif isinstance(col, (list, tuple)):
+            if len(col) != n:
+                raise ValueError(f"column {name!r} has {len(col)} entries; expected N = {n}")
+            for v in col:
+                if not isinstance(v, _LIST_ITEM_TYPES):
+                    raise TypeError(
+                        f"column {name!r}: list entries must be str, int, float, bool or None, got "
+                        f"{type(v).__name__}; pass numeric arrays as a tensor"
+                    )
+            out[name] = list(col)
+        else:
+            raise TypeError(
+                f"column {name!r} must be a tensor with first dim N or a list of N values, got {type(col).__name__}"
+            )
+    out["label"] = _int_column(out["label"], "label")
+    if bool((out["label"] < 0).any()):
+        raise ValueError("column 'label' must hold class indices >= 0")
+    if "seed" in out:
+        out["seed"] = _int_column(out["seed"], "seed")
+    out["kept"] = _bool_column(out["kept"]) if "kept" in out else torch.ones(n, dtype=torch.bool)
+    if "teacher_logits" in out:
+        logits = out["teacher_logits"]
+        if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() != 2:
+            raise TypeError("column 'teacher_logits' must be a float tensor (N, K)")
+        out["teacher_logits"] = logits.float()
+    return out
+
+
+def _int_column(col: Tensor | list, name: str) -> Tensor:
+    if isinstance(col, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in col):
+            raise TypeError(f"column {name!r} must hold integers")
+        return torch.tensor(col, dtype=torch.int64)
+    if col.is_floating_point() or col.is_complex() or col.dtype == torch.bool or col.dim() != 1:
+        raise TypeError(f"column {name!r} must be an integer tensor (N,), got {col.dtype} {tuple(col.shape)}")
+    return col.to(torch.int64)
+
+
+def _bool_column(col: Tensor | list) -> Tensor:
+    if isinstance(col, list):
+        if not all(isinstance(v, bool) for v in col):
+            raise TypeError("column 'kept' must hold booleans")
+        return torch.tensor(col, dtype=torch.bool)
+    if col.dtype != torch.bool or col.dim() != 1:
+        raise TypeError(f"column 'kept' must be a bool tensor (N,), got {col.dtype} {tuple(col.shape)}")
+    return col
+
+
+def _tensor_spec(dtype: str, shape: Sequence[int] = ()) -> dict[str, Any]:
+    return {"kind": "tensor", "dtype": dtype, "shape": list(shape)}
+
+
+def _schema_of(images: Tensor, table: Mapping[str, Tensor | list]) -> dict[str, Any]:
+    columns = {
+        name: _tensor_spec(str(col.dtype).removeprefix("torch."), col.shape[1:])
+        if isinstance(col, Tensor)
+        else {"kind": "list"}
+        for name, col in table.items()
+    }
+    return {"image_shape": list(images.shape[1:]), "columns": dict(sorted(columns.items()))}
+
+
+def _select(col: Tensor | list, mask: Tensor | None) -> Tensor | list:
+    if mask is None:
+        return col
+    if isinstance(col, Tensor):
+        return col[mask]
+    return [v for v, keep in zip(col, mask.tolist()) if keep]

@@ -1,0 +1,325 @@
+"""Leaderboard: grouping and means by hand, fixed columns, reference rows kept apart, files written."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dfkd.benchmark.leaderboard import (
+    LEADERBOARD_COLUMNS,
+    REFERENCE_COLUMNS,
+    REFERENCE_CSV,
+    RecordError,
+    build_leaderboard,
+    load_records,
+    load_reference,
+    write_leaderboard,
+)
+from dfkd.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Counted by hand from the published tables (the spec's reference-results.md), "–" cells skipped:
+# CIFAR-10: 9 methods × 5 pairs, Fast-2/5/10 split into 3 × 5  → 10 × 5 + 15 - 5 = 60
+# CIFAR-100: 8 methods × 5 pairs + SpaceshipNet's one cell      → 41
+# ImageNet: scratch 3 + DeepInversion 1 + Fast-50 3 + DM-KD 3 image counts × 2 students → 13
+EXPECTED_REFERENCE_ROWS = {"cifar10": 60, "cifar100": 41, "imagenet": 13}
+
+
+def make_record(**overrides) -> dict:
+    record = {
+        "schema_version": 1,
+        "run_id": "run",
+        "created": "2025-01-01T00:00:00+00:00",
+        "method": "dafl",
+        "dataset": "digits",
+        "teacher": "lenet5",
+        "student": "lenet5_half",
+        "seed": 0,
+        "student_top1": 90.0,
+        "student_top1_best": 91.0,
+        "student_top1_best_epoch": 3,
+        "student_top5": 99.0,
+        "teacher_top1": 98.0,
+        "teacher_student_agreement": 92.0,
+        "num_synthetic_images": 1000,
+        "synthesis_seconds": 10.0,
+        "distill_seconds": 5.0,
+        "epochs": 4,
+        "extra": {},
+        "config": {},
+        "env": {},
+    }
+    record.update(overrides)
+    return record
+
+
+def write_record(runs: Path, record: dict) -> Path:
+    pair = f"{record['teacher']}-{record['student']}".replace("/", "__")
+    path = runs / record["dataset"] / pair / record["method"] / record["run_id"] / "record.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+FIXTURE = [
+    # digits lenet5 → lenet5_half: two methods × two seeds
+    dict(method="dafl", seed=0, run_id="a0", student_top1=80.0, student_top1_best=82.0, student_top5=97.0,
+         num_synthetic_images=1000, synthesis_seconds=10.0, distill_seconds=4.0, extra={"precision": 0.5}),
+    dict(method="dafl", seed=1, run_id="a1", student_top1=84.0, student_top1_best=85.0, student_top5=99.0,
+         num_synthetic_images=1000, synthesis_seconds=12.0, distill_seconds=6.0, extra={"precision": 0.7},
+         teacher_student_agreement=None),
+    dict(method="deepinversion", seed=0, run_id="b0", student_top1=90.0, student_top1_best=92.0, student_top5=99.5,
+         num_synthetic_images=2000, synthesis_seconds=30.0, distill_seconds=8.0,
+         extra={"precision": 0.8, "recall": 0.4}),
+    dict(method="deepinversion", seed=1, run_id="b1", student_top1=93.0, student_top1_best=93.5, student_top5=99.7,
+         num_synthetic_images=2000, synthesis_seconds=34.0, distill_seconds=10.0, extra={"recall": 0.6}),
+    # one cifar10 run on a published pair
+    dict(dataset="cifar10", teacher="resnet34", student="resnet18", method="cmi", seed=0, run_id="c0",
+         student_top1=93.0, student_top1_best=93.4, teacher_top1=95.7, extra={}),
+]  # fmt: skip
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    for overrides in FIXTURE:
+        write_record(root, make_record(**overrides))
+    return root
+
+
+@pytest.fixture
+def reference() -> pd.DataFrame:
+    return load_reference()
+
+
+def row(df: pd.DataFrame, **key) -> pd.Series:
+    mask = pd.Series(True, index=df.index)
+    for column, value in key.items():
+        mask &= df[column] == value
+    assert mask.sum() == 1, f"expected one row for {key}, found {mask.sum()}"
+    return df[mask].iloc[0]
+
+
+# -- records -------------------------------------------------------------------------------------
+
+
+def test_load_records_finds_every_record(runs: Path) -> None:
+    records = load_records(runs)
+    assert sorted(r["run_id"] for r in records) == ["a0", "a1", "b0", "b1", "c0"]
+    assert all(Path(r["_path"]).name == "record.json" for r in records)
+
+
+def test_malformed_record_names_file_and_field(runs: Path) -> None:
+    bad = make_record(run_id="bad")
+    del bad["student_top1"]
+    path = write_record(runs, bad)
+    with pytest.raises(RecordError, match="student_top1") as info:
+        load_records(runs)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_type_names_file_and_field(runs: Path) -> None:
+    path = write_record(runs, make_record(run_id="bad", seed="zero"))
+    with pytest.raises(RecordError, match="'seed'") as info:
+        load_records(runs)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_and_other_schema_are_skipped_with_warning(runs: Path) -> None:
+    broken = runs / "digits" / "x-y" / "dafl" / "broken" / "record.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json")
+    write_record(runs, make_record(run_id="future", schema_version=2))
+    with pytest.warns(UserWarning) as caught:
+        records = load_records(runs)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "broken" in messages and "schema_version 2" in messages
+    assert len(records) == 5
+
+
+def test_missing_runs_dir_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        load_records(tmp_path / "nope")
+
+
+# -- leaderboard ---------------------------------------------------------------------------------
+
+
+def test_means_and_stds_match_hand_computation(runs: Path) -> None:
+    df = build_leaderboard(load_records(runs), dataset="digits")
+    assert list(df["kind"]) == ["measured", "measured"]
+
+    dafl = row(df, method="dafl")
+    assert dafl["n_seeds"] == 2 and dafl["seeds"] == "0,1"
+    assert dafl["student_top1_mean"] == pytest.approx(82.0)
+    assert dafl["student_top1_std"] == pytest.approx(statistics.stdev([80.0, 84.0]))  # sample std = 2.828...
+    assert dafl["student_top1_std"] == pytest.approx(math.sqrt(8))
+    assert dafl["student_top1_best_mean"] == pytest.approx(83.5)
+    assert dafl["student_top5_mean"] == pytest.approx(98.0)
+    assert dafl["teacher_top1_mean"] == pytest.approx(98.0)
+    assert dafl["top1_ratio"] == pytest.approx(82.0 / 98.0)
+    assert dafl["teacher_student_agreement_mean"] == pytest.approx(92.0)  # the null one is left out
+    assert dafl["num_synthetic_images"] == pytest.approx(1000)
+    assert dafl["synthesis_seconds_mean"] == pytest.approx(11.0)
+    assert dafl["distill_seconds_mean"] == pytest.approx(5.0)
+    assert dafl["source"] == "" and dafl["note"] == ""
+
+    di = row(df, method="deepinversion")
+    assert di["student_top1_mean"] == pytest.approx(91.5)
+    assert di["student_top1_std"] == pytest.approx(statistics.stdev([90.0, 93.0]))
+    assert di["top1_ratio"] == pytest.approx(91.5 / 98.0)
+    assert di["synthesis_seconds_mean"] == pytest.approx(32.0)
+
+
+def test_sorted_by_top1_descending_within_pair(runs: Path) -> None:
+    df = build_leaderboard(load_records(runs), dataset="digits")
+    assert list(df["method"]) == ["deepinversion", "dafl"]
+
+
+def test_extra_keys_become_sorted_columns_after_the_fixed_ones(runs: Path) -> None:
+    df = build_leaderboard(load_records(runs), dataset="digits")
+    assert list(df.columns) == [*LEADERBOARD_COLUMNS, "precision", "recall"]
+    assert row(df, method="dafl")["precision"] == pytest.approx(0.6)
+    assert math.isnan(row(df, method="dafl")["recall"])
+    assert row(df, method="deepinversion")["precision"] == pytest.approx(0.8)  # only the run that has it
+    assert row(df, method="deepinversion")["recall"] == pytest.approx(0.5)
+
+
+def test_column_order_is_the_constant(runs: Path, reference: pd.DataFrame) -> None:
+    df = build_leaderboard(load_records(runs), dataset="cifar10", reference=reference)
+    assert tuple(df.columns) == LEADERBOARD_COLUMNS  # the cifar10 run has no extra metrics
+    assert LEADERBOARD_COLUMNS[:5] == ("dataset", "teacher", "student", "method", "kind")
+
+
+def test_single_seed_std_is_empty(runs: Path) -> None:
+    df = build_leaderboard(load_records(runs), dataset="cifar10")
+    assert math.isnan(row(df, method="cmi")["student_top1_std"])
+
+
+def test_reference_rows_are_apart_from_measured(runs: Path, reference: pd.DataFrame) -> None:
+    df = build_leaderboard(load_records(runs), dataset="cifar10", reference=reference)
+    assert set(df["dataset"]) == {"cifar10"}
+    assert list(df["kind"]) == ["measured"] + ["reference"] * EXPECTED_REFERENCE_ROWS["cifar10"]
+
+    ours = row(df, kind="measured", method="cmi")
+    assert ours["student_top1_mean"] == pytest.approx(93.0)  # not averaged with the published 94.84
+    assert ours["student_top1_best_mean"] == pytest.approx(93.4)
+    assert ours["n_seeds"] == 1
+
+    published = row(df, kind="reference", method="cmi", teacher="resnet34", student="resnet18")
+    assert published["student_top1_best_mean"] == pytest.approx(94.84)
+    assert math.isnan(published["student_top1_mean"])  # never in the last-epoch column
+    assert math.isnan(published["top1_ratio"])
+    assert pd.isna(published["n_seeds"]) and published["seeds"] == ""
+    assert "zju-vipa/CMI" in published["source"]
+
+    ref = df[df["kind"] == "reference"]
+    assert ref["student_top1_mean"].isna().all()
+    assert (ref["source"] != "").all()
+
+
+def test_reference_follows_the_datasets_of_the_records(runs: Path, reference: pd.DataFrame) -> None:
+    df = build_leaderboard(load_records(runs), reference=reference)
+    assert set(df.loc[df["kind"] == "reference", "dataset"]) == {"cifar10"}  # digits has none; no cifar100 runs
+    assert list(df["kind"]) == ["measured"] * 3 + ["reference"] * EXPECTED_REFERENCE_ROWS["cifar10"]
+    assert list(df["dataset"][:3]) == ["cifar10", "digits", "digits"]  # measured sorted by dataset first
+    only_ref = build_leaderboard([], dataset="imagenet", reference=reference)
+    assert len(only_ref) == EXPECTED_REFERENCE_ROWS["imagenet"]
+
+
+def test_no_records_and_no_reference_gives_empty_frame_with_columns() -> None:
+    df = build_leaderboard([])
+    assert df.empty and tuple(df.columns) == LEADERBOARD_COLUMNS
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def test_write_csv_and_markdown(runs: Path, reference: pd.DataFrame, tmp_path: Path) -> None:
+    df = build_leaderboard(load_records(runs), dataset="digits", reference=reference)
+    paths = write_leaderboard(df, tmp_path / "out" / "board.csv")
+    assert [p.name for p in paths] == ["board.csv", "board.md"]
+
+    back = pd.read_csv(paths[0], keep_default_na=False)
+    assert list(back.columns) == list(df.columns)
+    assert float(back.loc[0, "student_top1_std"]) == pytest.approx(math.sqrt(4.5))  # raw, not rounded
+
+    md = paths[1].read_text()
+    assert "best" in md and "over epochs" in md and "last epoch" in md
+    assert "| deepinversion |" in md
+    assert "| 91.50 |" in md and "| 2.12 |" in md  # rounded there only
+
+
+def test_write_directory_one_pair_per_dataset(runs: Path, reference: pd.DataFrame, tmp_path: Path) -> None:
+    df = build_leaderboard(load_records(runs), reference=reference)
+    paths = write_leaderboard(df, tmp_path / "results")
+    assert sorted(p.name for p in paths) == [
+        "leaderboard-cifar10.csv",
+        "leaderboard-cifar10.md",
+        "leaderboard-digits.csv",
+        "leaderboard-digits.md",
+    ]
+    cifar = pd.read_csv(tmp_path / "results" / "leaderboard-cifar10.csv", keep_default_na=False)
+    assert list(cifar.columns) == list(LEADERBOARD_COLUMNS)  # digits' extra metrics are not carried over
+    assert len(cifar) == 1 + EXPECTED_REFERENCE_ROWS["cifar10"]
+    cifar_md = (tmp_path / "results" / "leaderboard-cifar10.md").read_text()
+    assert "Reference rows" in cifar_md and "94.84" in cifar_md
+
+
+# -- reference table -----------------------------------------------------------------------------
+
+
+def test_reference_copies_are_byte_identical() -> None:
+    assert REFERENCE_CSV.read_bytes() == (REPO / "results" / "reference.csv").read_bytes(), (
+        "results/reference.csv must be a copy of dfkd/benchmark/reference.csv (the packaged one): "
+        "cp dfkd/benchmark/reference.csv results/reference.csv"
+    )
+
+
+def test_reference_table_shape(reference: pd.DataFrame) -> None:
+    assert tuple(reference.columns) == REFERENCE_COLUMNS
+    assert reference["dataset"].value_counts().to_dict() == EXPECTED_REFERENCE_ROWS
+    assert not reference.duplicated(["dataset", "teacher", "student", "method", "images"]).any()
+    assert (reference["source"] != "").all()
+    assert reference["student_top1_best"].between(0, 100).all()
+    assert not reference["method"].isin(["diffdfkd", "prism"]).any()  # no readable numbers published
+
+
+@pytest.mark.parametrize(
+    ("dataset", "teacher", "student", "method", "images", "expected"),
+    [
+        ("cifar10", "resnet34", "resnet18", "cmi", None, 94.84),
+        ("cifar10", "resnet34", "resnet18", "teacher", None, 95.70),
+        ("cifar10", "vgg11", "resnet18", "fast5", None, 89.94),
+        ("cifar10", "wrn40_2", "wrn16_2", "fast10", None, 92.45),
+        ("cifar10", "wrn40_2", "wrn16_1", "adadfkd", None, 90.05),
+        ("cifar100", "wrn40_2", "wrn16_2", "dmkd", None, 66.89),
+        ("cifar100", "resnet34", "resnet18", "spaceshipnet", None, 77.41),
+        ("cifar100", "wrn40_2", "wrn40_1", "real_kd", None, 68.58),
+        ("imagenet", "torchvision/resnet50", "torchvision/resnet18", "dmkd", 200000, 61.61),
+        ("imagenet", "torchvision/resnet50", "torchvision/mobilenet_v2", "fast50", 140000, 43.02),
+        ("imagenet", "torchvision/resnet50", "torchvision/resnet50", "scratch", 1280000, 75.45),
+    ],
+)
+def test_reference_spot_values(reference, dataset, teacher, student, method, images, expected) -> None:
+    found = reference[
+        (reference["dataset"] == dataset)
+        & (reference["teacher"] == teacher)
+        & (reference["student"] == student)
+        & (reference["method"] == method)
+    ]
+    if images is not None:
+        found = found[found["images"] == images]
+    assert len(found) == 1
+    assert found.iloc[0]["student_top1_best"] == pytest.approx(expected)
+
+
+def test_cifar100_disagreement_is_noted(reference: pd.DataFrame) -> None:
+    dfq = reference[(reference["dataset"] == "cifar100") & (reference["method"] == "dfq")]
+    assert len(dfq) == 5 and dfq["note"].str.contains("disagree").all()

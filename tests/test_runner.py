@@ -1,0 +1,130 @@
+"""End to end on digits: records, leaderboard, resume after a crash, cache hits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dfkd.benchmark.progress import Reporter
+from dfkd.benchmark.runner import run
+from dfkd.config import resolve_run_config
+from dfkd.synthesis.store import SyntheticStore
+
+REQUIRED = (
+    "schema_version",
+    "method",
+    "dataset",
+    "teacher",
+    "student",
+    "seed",
+    "student_top1",
+    "student_top1_best",
+    "student_top5",
+    "teacher_top1",
+    "num_synthetic_images",
+    "synthesis_seconds",
+    "distill_seconds",
+    "config",
+    "env",
+)
+
+
+def _cfg(tmp_path, method, *sets):
+    return resolve_run_config(
+        method=method, dataset="digits", sets=["distill.epochs=2", *sets], flags={"output_dir": str(tmp_path / "runs")}
+    )
+
+
+def test_noise_kd_end_to_end_writes_record_and_leaderboard(tmp_path, digits_teacher):
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=6", "batch_size=4")
+    record = run(cfg, reporter=Reporter(quiet=True))
+    path = next((tmp_path / "runs").rglob("record.json"))
+    data = json.loads(path.read_text())
+    for key in REQUIRED:
+        assert key in data, key
+    assert data["num_synthetic_images"] == 60
+    assert data["teacher"] == "resnet20" and data["student"] == "resnet8"
+    assert 0 <= record.student_top1 <= 100 and record.student_top1_best >= record.student_top1
+    assert data["env"]["packages"]["torch"]
+    assert path.parent.parts[-4:-1] == ("digits", "resnet20-resnet8", "noise_kd")
+    assert (path.parent / "config.yaml").is_file()
+    board = (tmp_path / "runs" / "leaderboard-digits.csv").read_text()
+    assert "noise_kd" in board and "measured" in board
+
+
+def test_rerun_reports_existing_record_without_training(tmp_path, digits_teacher, monkeypatch):
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=4", "batch_size=4")
+    first = run(cfg, reporter=Reporter(quiet=True))
+
+    def boom(*a, **k):
+        raise AssertionError("should not train again")
+
+    monkeypatch.setattr("dfkd.distill.trainer.Trainer.fit", boom)
+    again = run(cfg, reporter=Reporter(quiet=True))
+    assert again.student_top1 == first.student_top1 and again.run_id == first.run_id
+
+
+def test_crash_mid_synthesis_resumes_without_loss_or_duplicates(tmp_path, digits_teacher, monkeypatch):
+    from dfkd.methods import baselines
+
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=8", "batch_size=4")
+    original = baselines._NoiseSynthesizer.generate
+    calls = {"n": 0}
+
+    def flaky(self, unit, student=None):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt  # killed mid-way
+        return original(self, unit, student)
+
+    monkeypatch.setattr(baselines._NoiseSynthesizer, "generate", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, reporter=Reporter(quiet=True))
+    monkeypatch.setattr(baselines._NoiseSynthesizer, "generate", original)
+    record = run(cfg, reporter=Reporter(quiet=True))
+    store = SyntheticStore.open_existing(record.store)
+    assert len(store.units()) == 20 and record.num_synthetic_images == 80
+    seeds = store.read_table()["seed"]
+    assert len(set(zip(store.read_table()["label"].tolist(), seeds.tolist()))) == 20  # one seed per unit
+    # same images as a synthesis that never crashed
+    from dfkd.datasets import get_dataset
+    from dfkd.methods import create_method
+    from dfkd.methods.base import BuildContext
+
+    synth = create_method("noise_kd", cfg.method_config).build_synthesizer(
+        BuildContext(None, None, get_dataset("digits"), torch.device("cpu"), 0, cfg.distill)
+    )
+    from dfkd.synthesis.store import to_uint8
+
+    clean = torch.cat([to_uint8(synth.generate(u).images) for u in sorted(synth.plan(), key=lambda u: u.id)])
+    assert torch.equal(store.images(), clean)
+
+
+def test_store_cache_hit_is_reused_by_another_student(tmp_path, digits_teacher, monkeypatch):
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=4", "batch_size=4")
+    first = run(cfg, reporter=Reporter(quiet=True))
+    from dfkd.methods import baselines
+
+    def boom(*a, **k):
+        raise AssertionError("the finished store must be reused")
+
+    monkeypatch.setattr(baselines._NoiseSynthesizer, "generate", boom)
+    other = resolve_run_config(
+        method="noise_kd",
+        dataset="digits",
+        sets=["distill.epochs=1", "images_per_class=4", "batch_size=4"],
+        flags={"output_dir": str(tmp_path / "runs"), "student": "resnet20"},
+    )
+    second = run(other, reporter=Reporter(quiet=True))
+    assert second.store == first.store and second.student == "resnet20"
+
+
+def test_online_deepinversion_and_real_kd(tmp_path, digits_teacher):
+    di = run(
+        _cfg(tmp_path, "deepinversion", "iterations=3", "batch_size=10", "kd_steps=2"), reporter=Reporter(quiet=True)
+    )
+    assert di.num_synthetic_images == 20 and len(di.history) == 2
+    real = run(_cfg(tmp_path, "real_kd", "distill.epochs=1"), reporter=Reporter(quiet=True))
+    assert real.num_synthetic_images == 0 and real.student_top1 > 0
