@@ -114,6 +114,9 @@ def test_latent_cutmix_refuses_a_single_latent():
 def test_batches_never_hold_a_single_trajectory():
     assert even_batches(10, 4) == [4, 3, 3]
     assert even_batches(9, 8) == [5, 4]
+    assert even_batches(3, 2) == [3]
+    assert all(sum(even_batches(n, b)) == n for n in range(1, 40) for b in range(1, 9))
+    assert all(max(even_batches(n, b)) <= b + 1 for n in range(2, 40) for b in range(2, 9))
     assert all(min(even_batches(n, b)) >= 2 for n in range(2, 40) for b in range(2, 9))
     with pytest.raises(ConfigError, match="batch_size must be ≥ 2"):
         create_method("diffdfkd", batch_size=1)

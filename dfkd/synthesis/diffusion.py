@@ -106,7 +106,7 @@ _SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 class GeneratorConfig:
     """Which text-to-image latent diffusion model to load and how to run it."""
 
-    path: str = DEFAULT_MODEL  # Hub id, a local diffusers folder, or "tiny" (built-in, offline; "tiny:<seed>" too)
+    path: str = DEFAULT_MODEL  # Hub id, local diffusers folder, "tiny" (offline; "tiny:<seed>"), "sd15-random" (bench)
     revision: str | None = None  # Hub branch, tag or commit ("revision" in from_pretrained)
     variant: str | None = None  # weight-file variant on the Hub, e.g. "fp16" ("variant" in from_pretrained)
     dtype: str = "float16"  # float16 | bfloat16 | float32 for U-Net / VAE / text encoder; float16 on CPU → float32
@@ -176,6 +176,66 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
         "text_encoder": text_encoder.eval(),
         "tokenizer": clip_tokenizer(),
         "scheduler": _scheduler_from_dict("ddpm", SD15_SCHEDULER_CONFIG),
+    }
+
+
+# The Stable Diffusion v1.5 architecture (its published component configs), for speed and memory benchmarks
+# with random weights: no download, same FLOPs and activations as the real model, meaningless images.
+SD15_RANDOM = "sd15-random"
+SD15_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+SD15_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+SD15_TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+
+
+def build_sd15_random_components(seed: int = 0) -> dict[str, Any]:
+    """The SD-1.5 U-Net / VAE / CLIP ViT-L text encoder with random weights (benchmarks only)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from dfkd.synthesis.tokenizer import clip_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+        vae = AutoencoderKL(**SD15_VAE_CONFIG)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": clip_tokenizer(),
     }
 
 
@@ -383,6 +443,10 @@ class DiffusionBackend:
             parts = build_tiny_components(seed)
             scheduler_config = dict(SD15_SCHEDULER_CONFIG)
             source = {"path": TINY, "tiny_seed": seed, "tiny_version": TINY_VERSION}
+        elif config.path == SD15_RANDOM:
+            parts = build_sd15_random_components()
+            scheduler_config = dict(SD15_SCHEDULER_CONFIG)
+            source = {"path": SD15_RANDOM}
         else:
             parts = _load_components(config, dtype)
             scheduler_config = parts["scheduler"]

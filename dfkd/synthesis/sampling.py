@@ -15,14 +15,15 @@ _BACKENDS: dict[tuple, Any] = {}
 
 
 def even_batches(total: int, batch_size: int) -> list[int]:
-    """Split ``total`` into ceil(total / batch_size) near-equal batches (sizes differ by ≤ 1).
+    """Split ``total`` into near-equal batches (sizes differ by ≤ 1) of at most ``batch_size``, never of 1.
 
-    ``even_batches(10, 4) == [4, 3, 3]`` rather than [4, 4, 2]: no batch of 1 appears while
-    total ≥ 2, which Latent CutMix and the BN-statistics loss need.
+    ``even_batches(10, 4) == [4, 3, 3]`` rather than [4, 4, 2]. A batch of one latent would make Latent
+    CutMix a no-op and the BN statistics degenerate, so while total ≥ 2 there are at most total // 2
+    batches: ``even_batches(3, 2) == [3]`` (one over ``batch_size`` rather than a batch of 1).
     """
     if total <= 0:
         return []
-    n = math.ceil(total / batch_size)
+    n = max(1, min(math.ceil(total / batch_size), total // 2))
     base, extra = divmod(total, n)
     return [base + 1] * extra + [base] * (n - extra)
 
