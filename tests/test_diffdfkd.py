@@ -183,3 +183,36 @@ def test_adversarial_online_student_is_trained_and_used(tmp_path):
     assert (store.root / "online_student" / "round000002.pt").is_file()
     out = synth.generate(units[3])
     assert "adv" in out.logs
+
+
+def test_same_seed_same_store_and_a_killed_synthesis_resumes_to_it(tmp_path):
+    from dfkd.benchmark.progress import Reporter
+    from dfkd.benchmark.runner import synthesize_all
+    from dfkd.synthesis.store import SyntheticStore
+
+    def synthesize(root, crash_after=None):
+        synth = _synth(_teacher(0), num_steps=3, trajectories_per_class=2)
+        units = synth.plan()[:4]
+        store = SyntheticStore.open(root, config_hash="h")
+        if crash_after is not None:
+            original, calls = synth.generate, {"n": 0}
+
+            def flaky(unit, student=None):
+                calls["n"] += 1
+                if calls["n"] > crash_after:
+                    raise KeyboardInterrupt
+                return original(unit, student)
+
+            synth.generate = flaky
+        synthesize_all(synth, units, store, synth.teacher, synth.spec, torch.device("cpu"), Reporter(quiet=True))
+        return store
+
+    a = synthesize(tmp_path / "a")
+    b = synthesize(tmp_path / "b")
+    assert torch.equal(a.images(), b.images())
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(tmp_path / "c", crash_after=2)
+    assert len(SyntheticStore.open(tmp_path / "c", config_hash="h").units()) == 2
+    c = synthesize(tmp_path / "c")
+    assert c.units() == a.units() and torch.equal(c.images(), a.images())
+    assert torch.equal(c.read_table()["teacher_logits"], a.read_table()["teacher_logits"])
