@@ -33,7 +33,8 @@ def main() -> None:
             t0 = time.perf_counter()
             record = run(cfg, reporter=Reporter(quiet=True))
             print(
-                f"{method:14s} seed {seed}: student top-1 {record.student_top1:6.2f}% (best {record.student_top1_best:.2f}%)"
+                f"{method:14s} seed {seed}: student top-1 {record.student_top1:6.2f}%"
+                f" (best {record.student_top1_best:.2f}%)"
                 f"  teacher {record.teacher_top1:.2f}%  images {record.num_synthetic_images}"
                 f"  wall {time.perf_counter() - t0:.0f}s",
                 flush=True,
