@@ -81,9 +81,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data_root: str | None = None  # None → $DFKD_DATA or ~/.cache/dfkd/data
     output_dir: str = "runs"  # run records go to <output_dir>/<dataset>/<teacher>-<student>/<method>/<run-id>/
-    train_teacher: bool | None = (
-        None  # train a missing teacher with teacher_train; None → only for cheap data sets (digits)
-    )
+    train_teacher: bool | None = None  # train a missing teacher (teacher_train recipe); None → only for digits
+    dg: dict[str, str] = field(default_factory=dict)  # shifted test sets {name: path}, e.g. imagenet-r: /data/r
     distill: DistillConfig = field(default_factory=DistillConfig)
     teacher_train: DistillConfig = TEACHER_RECIPE
     method_config: Any = None  # the method's Config instance (saved under the method's name)

@@ -323,3 +323,33 @@ def test_reference_spot_values(reference, dataset, teacher, student, method, ima
 def test_cifar100_disagreement_is_noted(reference: pd.DataFrame) -> None:
     dfq = reference[(reference["dataset"] == "cifar100") & (reference["method"] == "dfq")]
     assert len(dfq) == 5 and dfq["note"].str.contains("disagree").all()
+
+
+def test_different_configs_of_one_cell_get_their_own_rows():
+    from dfkd.benchmark.leaderboard import build_leaderboard
+
+    base = {
+        "schema_version": 1,
+        "dataset": "digits",
+        "teacher": "resnet20",
+        "student": "resnet8",
+        "method": "noise_kd",
+        "student_top1_best": 50.0,
+        "student_top5": 90.0,
+        "teacher_top1": 99.0,
+        "num_synthetic_images": 10,
+        "synthesis_seconds": 1.0,
+        "distill_seconds": 1.0,
+        "epochs": 2,
+        "teacher_student_agreement": None,
+    }
+    records = [
+        {**base, "run_id": "a", "seed": 0, "config_id": "aaaa", "student_top1": 40.0},
+        {**base, "run_id": "b", "seed": 1, "config_id": "aaaa", "student_top1": 42.0},
+        {**base, "run_id": "c", "seed": 0, "config_id": "bbbb", "student_top1": 60.0},
+    ]
+    df = build_leaderboard(records, dataset="digits")
+    measured = df[df["kind"] == "measured"].set_index("note")
+    assert measured.loc["config aaaa", "student_top1_mean"] == 41.0
+    assert measured.loc["config aaaa", "n_seeds"] == 2
+    assert measured.loc["config bbbb", "student_top1_mean"] == 60.0

@@ -319,9 +319,17 @@ def build_leaderboard(
     """
     records = [r for r in records if dataset is None or r["dataset"] == dataset]
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(tuple(record[k] for k in _KEY), []).append(record)
-    measured = [_measured_row(group) for group in groups.values()]
+    for record in records:  # seeds of one configuration are averaged; different configurations get own rows
+        groups.setdefault((*(record[k] for k in _KEY), record.get("config_id") or ""), []).append(record)
+    configs_per_cell: dict[tuple, int] = {}
+    for key in groups:
+        configs_per_cell[key[:-1]] = configs_per_cell.get(key[:-1], 0) + 1
+    measured = []
+    for key, group in groups.items():
+        row = _measured_row(group)
+        if configs_per_cell[key[:-1]] > 1:
+            row["note"] = f"config {key[-1] or 'unknown'}"
+        measured.append(row)
     measured.sort(key=lambda r: (r["dataset"], r["teacher"], r["student"], r["method"]))
     measured.sort(key=lambda r: -r["student_top1_mean"] if not math.isnan(r["student_top1_mean"]) else math.inf)
     measured.sort(key=lambda r: (r["dataset"], r["teacher"], r["student"]))  # stable: keeps top-1 order inside

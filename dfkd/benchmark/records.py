@@ -42,6 +42,7 @@ class RunRecord:
     synthesis_seconds: float
     distill_seconds: float
     epochs: int
+    config_id: str | None = None  # hash of the config without the seed: seeds of one config are averaged
     extra: dict[str, float] = field(default_factory=dict)  # further metrics (precision, recall, dg/...)
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch train loss / test accuracy
     store: str | None = None  # synthetic store folder

@@ -39,10 +39,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_id_for(cfg: RunConfig) -> str:
-    data = {k: v for k, v in cfg.to_dict().items() if k not in NON_SEMANTIC}
+def config_id_for(cfg: RunConfig, *, with_seed: bool = False) -> str:
+    """Hash of everything that changes results (not the output folder, device, data root or workers)."""
+    data = {k: v for k, v in cfg.to_dict().items() if k not in NON_SEMANTIC and (with_seed or k != "seed")}
     data["distill"] = {k: v for k, v in data["distill"].items() if k != "num_workers"}
-    return f"seed{cfg.seed}-{stable_hash(data, n=8)}"
+    return stable_hash(data, n=8)
+
+
+def run_id_for(cfg: RunConfig) -> str:
+    return f"seed{cfg.seed}-{config_id_for(cfg, with_seed=True)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +92,8 @@ def generate_unit(
     device: torch.device,
     student: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Generate one unit and write it as one shard (with teacher logits and per-image cost)."""
+    """Generate one unit and write it as one shard (with the teacher's scores and the per-image cost)."""
+    from dfkd.metrics.energy import free_energy
     from dfkd.synthesis.store import to_uint8
 
     t0 = time.perf_counter()
@@ -100,9 +106,13 @@ def generate_unit(
             f"input size {spec.input_size} (resize before returning)"
         )
     images = to_uint8(out.images.detach().cpu())  # (N, C, S, S) uint8
+    logits = teacher_logits(teacher, images, spec, device)  # (N, K) on the images as stored
     table: dict[str, Any] = {
         "label": out.labels.detach().cpu().long(),
-        "teacher_logits": teacher_logits(teacher, images, spec, device),
+        "teacher_logits": logits,
+        "teacher_pred": logits.argmax(1),
+        "teacher_confidence": logits.softmax(1).max(1).values,
+        "teacher_energy": free_energy(logits),  # −logsumexp f(x), T = 1
         "gen_seconds": torch.full((n,), seconds / max(1, n), dtype=torch.float64),
     }
     if "seed" not in out.extras:
@@ -121,15 +131,17 @@ def synthesize_all(
     spec: Any,
     device: torch.device,
     reporter: Reporter,
-) -> None:
-    """Offline synthesis: every unit not yet in the store, then mark the store complete."""
+) -> dict[str, float]:
+    """Offline synthesis: every unit not yet in the store, the method's finalize (filters), then mark complete."""
     done = store.completed_units()
     todo = [u for u in units if u.id not in done]
     with reporter.task("synthesize", total=len(units), completed=len(units) - len(todo), unit="unit") as tick:
         for unit in todo:
             logs = generate_unit(synth, unit, store, teacher, spec, device)
             tick(logs)
+    stats = synth.finalize(store)
     store.mark_complete([u.id for u in units])
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +205,10 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
 
+    if cfg.dg:  # a bad key or missing folder must fail now, not after hours of training
+        from dfkd.benchmark.dg import load_dg_sets
+
+        load_dg_sets(p.spec, cfg.dg)
     loader = test_loader(p.spec, cfg.data_root, num_workers=cfg.distill.num_workers)
     with reporter.stage("teacher accuracy", p.teacher_ref.name):
         t_acc, t_pred = teacher_accuracy(p.teacher, p.teacher_ref, p.spec, loader, p.device)
@@ -244,9 +260,16 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
         table = store.read_table(kept_only=False)
         synthesis_seconds = float(table["gen_seconds"].sum()) if "gen_seconds" in table else 0.0
         num_images = store.num_images(kept_only=True)
+        extra = synthetic_set_stats(table)
     else:
         result = trainer.fit(p.spec.load("train", cfg.data_root))
-        synthesis_seconds, num_images = 0.0, 0
+        synthesis_seconds, num_images, extra = 0.0, 0, {}
+
+    if cfg.dg:
+        from dfkd.benchmark.dg import evaluate_shifted
+
+        with reporter.stage("domain generalisation", ", ".join(cfg.dg)):
+            extra.update(evaluate_shifted(p.student, p.spec, cfg.dg, p.device, num_workers=cfg.distill.num_workers))
 
     record = RunRecord(
         run_id=out.name,
@@ -265,6 +288,8 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
         synthesis_seconds=synthesis_seconds,
         distill_seconds=result.seconds,
         epochs=cfg.distill.epochs,
+        config_id=config_id_for(cfg),
+        extra=extra,
         history=result.history,
         store=str(store.root) if store else None,
         config=cfg.to_dict(),
@@ -274,6 +299,22 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
     reporter.summary(record, record_path)
     update_leaderboard(cfg.output_dir, cfg.dataset, reporter)
     return record
+
+
+def synthetic_set_stats(table: dict[str, Any]) -> dict[str, float]:
+    """What the teacher thinks of the synthetic set (kept images): agreement with the target class, free
+    energy E = −logsumexp(f(x)) (lower = more in-distribution for the teacher) and confidence."""
+    from dfkd.metrics.energy import free_energy
+
+    kept = table["kept"]
+    logits = table["teacher_logits"][kept]  # (N, K)
+    labels = table["label"][kept]  # (N,)
+    stats = {"synthetic/generated": float(len(table["label"])), "synthetic/kept": float(kept.sum())}
+    if len(labels):
+        stats["synthetic/teacher_target_top1"] = 100.0 * (logits.argmax(1) == labels).float().mean().item()
+        stats["synthetic/teacher_energy_mean"] = free_energy(logits).mean().item()
+        stats["synthetic/teacher_confidence_mean"] = logits.softmax(1).max(1).values.mean().item()
+    return stats
 
 
 def _online_data(

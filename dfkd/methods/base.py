@@ -112,6 +112,13 @@ class Synthesizer(ABC):
         """What beyond the method config determines the images (e.g. the generator's weights)."""
         return {}
 
+    def finalize(self, store: Any) -> dict[str, float]:
+        """Called once every unit is stored, before the store is marked complete (e.g. class-level filters).
+
+        Must be idempotent: a run interrupted here calls it again on resume. Returns scalars for the record.
+        """
+        return {}
+
     def attach_store(self, store: Any) -> None:
         """Called by the runner before synthesis; methods that read earlier units (online adversaries) keep it."""
         return None

@@ -249,6 +249,22 @@ class SyntheticStore:
         _fsync_dir(self.shards_dir)
         self._info_cache.pop(unit_id, None)
 
+    def unit_size(self, unit_id: str) -> int:
+        """Number of images (kept or not) in one unit."""
+        return self._count(unit_id, kept_only=False)
+
+    def set_kept(self, unit_id: str, kept: Tensor) -> None:
+        """Rewrite one unit's ``kept`` column (bool (N,)), atomically; for filters that rank a whole class."""
+        payload = torch.load(self._shard_path(unit_id), map_location="cpu", weights_only=True)
+        table = dict(payload["table"])
+        kept = torch.as_tensor(kept, dtype=torch.bool).cpu()
+        if kept.shape != table["kept"].shape:
+            raise ValueError(f"unit {unit_id!r} has {table['kept'].shape[0]} images, got {kept.shape[0]} kept flags")
+        if torch.equal(kept, table["kept"]):
+            return
+        table["kept"] = kept
+        self.write_unit(unit_id, payload["images"], table, overwrite=True)
+
     def mark_complete(self, expected_units: Collection[str]) -> None:
         """Check that exactly ``expected_units`` are on disk, then record ``complete: true`` + counts.
 
