@@ -21,6 +21,14 @@ TINY_GEN = "generator={path: tiny, dtype: float32}"
 FAST = {
     "diffdfkd": [TINY_GEN, "num_steps=3", "trajectories_per_class=2", "batch_size=2"],
     "diffusion_kd": [TINY_GEN, "num_steps=2", "images_per_class=2", "batch_size=2"],
+    "prism": [
+        TINY_GEN,
+        "num_steps=2",
+        "images_per_class=2",
+        "batch_size=2",
+        "keep_quantile=1.0",
+        "prompts={prompts_per_class: 2, candidates_per_class: 4}",
+    ],
     "deepinversion": ["iterations=2", "batch_size=8", "kd_steps=1"],
     "noise_kd": ["images_per_class=4", "batch_size=4"],
     "real_kd": [],

@@ -17,6 +17,7 @@ VERBS = {
     "validate": "dfkd.cli.validate",
     "teacher": "dfkd.cli.teacher",
     "synth": "dfkd.cli.synth",
+    "prompts": "dfkd.cli.prompts",
 }
 
 

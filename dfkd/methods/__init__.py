@@ -11,7 +11,7 @@ from dfkd.registry import METHODS
 
 METHODS.register("diffdfkd", "dfkd.methods.diffdfkd:DiffDFKD")
 METHODS.register("diffusion_kd", "dfkd.methods.diffusion_kd:DiffusionKD")
-# METHODS.register("prism", "dfkd.methods.prism:PRISM")
+METHODS.register("prism", "dfkd.methods.prism:PRISM")
 METHODS.register("deepinversion", "dfkd.methods.deepinversion:DeepInversion")
 METHODS.register("real_kd", "dfkd.methods.baselines:RealKD")
 METHODS.register("noise_kd", "dfkd.methods.baselines:NoiseKD")

@@ -31,8 +31,10 @@ Per class, the candidates are the distinct style × content prompts in a seeded 
 ``coverage_selection`` a maximally spread subset (greedy farthest-point sampling of open_clip text
 embeddings, :func:`farthest_point_sampling`). Full prompts from a prompt file are kept as written, all of
 them, and the set is filled up to ``prompts_per_class`` from the file's content phrases. The sets depend
-only on the data set and the config (deterministic for ``seed``); each trajectory draws its prompt with
-:func:`sample_prompt`.
+on the data set, the config (deterministic for ``seed``) and what a prompt file or text model supplies
+(:func:`prompt_sets_digest` hashes the result, for store identities); each trajectory draws its prompt
+with :func:`sample_prompt`. ``bench prompts`` (dfkd/cli/prompts.py) prints the sets and saves them as an
+editable prompt file.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ __all__ = [
     "gloss_phrase",
     "load_prompt_file",
     "open_clip_text_encoder",
+    "prompt_sets_digest",
     "sample_prompt",
     "save_prompt_file",
     "select_prompts",
@@ -294,10 +297,11 @@ def with_article(noun: str) -> str:
 def _shorten(text: str, max_words: int) -> str:
     """A gloss's first clause, without parentheses, cut to ≤ ``max_words`` words at a natural break.
 
-    Cuts, best first (the longest prefix of ≥ 3 words of the best kind wins): before a break word ("in",
-    "with", "that", "used", ...) or a participle ("living", "brewed") or after a comma, where the prefix does not end in a participle ("noted",
-    "living") or a function word; before "and"/"or" under the same condition; before a break word after a
-    participle; else after ``max_words`` words, trailing function words dropped.
+    Cuts, best first (the longest prefix of ≥ 3 words of the best kind wins): (0) before a break word ("in",
+    "with", "that", "used", ...) or a participle that opens a phrase ("living in") or after a comma, where the
+    prefix does not end in a participle ("noted") or a function word ("is", "of"); (1) before "and"/"or" under
+    the same condition; (2) kind 0 after a participle or function word; else after ``max_words`` words, trailing
+    function words dropped.
     """
     text = re.sub(r"\s*\([^)]*\)", "", text)  # "(usually plush ...)" → ""
     text = text.split(";")[0].strip().rstrip(".").strip()
@@ -579,7 +583,7 @@ def parse_generated(text: str, n: int = MODEL_PHRASES) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for line in text.splitlines():
-        line = re.sub(r"^\s*(?:\d+\s*[.):-]|[-*•])\s*", "", line).strip().strip("\"'`").strip().rstrip(".").strip()
+        line = re.sub(r"^\s*(?:(?:\d+\s*[.)]|[-*•])\s*)+", "", line).strip().strip("\"'`").strip().rstrip(".").strip()
         if not line or line.endswith(":") or len(line.split()) > 15:
             continue
         if line.lower() in seen:
@@ -714,12 +718,14 @@ def open_clip_text_encoder(
     *,
     cache_dir: str | None = None,
     batch_size: int = 256,
+    seed: int = 0,
 ) -> Callable[[list[str]], Tensor]:
     """An open_clip text tower as ``encoder(texts) → (N, D)`` L2-normalised float32 CPU embeddings (no grad).
 
     ``model_name``: an open_clip architecture ("ViT-B-32"), "hf-hub:org/repo" or "local-dir:/folder";
     ``pretrained``: a tag ("laion2b_s34b_b79k", from the Hub or open_clip's cache), a checkpoint path, or
-    None for random weights. Weights that cannot be loaded (no network, unknown tag) raise ``UserError``.
+    None for random weights (initialised from ``seed``, so reproducible). Weights that cannot be loaded (no
+    network, unknown tag) raise ``UserError``.
     """
     import open_clip
 
@@ -727,13 +733,15 @@ def open_clip_text_encoder(
 
     schema = model_name.startswith(("hf-hub:", "local-dir:"))
     try:
-        model = open_clip.create_model(
-            model_name,
-            pretrained=None if schema else pretrained,
-            device=device,
-            cache_dir=cache_dir,
-            require_pretrained=bool(pretrained) and not schema,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # random weights (pretrained=None) are the same every time
+            model = open_clip.create_model(
+                model_name,
+                pretrained=None if schema else pretrained,
+                device=device,
+                cache_dir=cache_dir,
+                require_pretrained=bool(pretrained) and not schema,
+            )
         tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
     except Exception as e:
         raise UserError(
@@ -868,3 +876,11 @@ def sample_prompt(
     else:
         i = random.Random(int(rng_or_seed)).randrange(len(entries))
     return entries[i]
+
+
+def prompt_sets_digest(prompt_sets: Sequence[Sequence[PromptEntry]]) -> str:
+    """A stable hash of the built sets (prompts, styles, contents): for store identities, since a prompt file's
+    or a text model's output can change while the config (which names only the file or model) does not."""
+    from dfkd.hashing import stable_hash
+
+    return stable_hash([[[e.prompt, e.style, e.content] for e in entries] for entries in prompt_sets])
