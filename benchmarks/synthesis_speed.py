@@ -54,6 +54,9 @@ def measure(args, batch: int, dtype: str, checkpointing: bool) -> dict:
         overrides["trajectories_per_class"] = max(batch, 2)
     else:
         overrides["images_per_class"] = batch
+    if args.method == "prism":
+        overrides["generator"] = {**generator, "scheduler": "ddim"}
+        overrides["filter"] = False  # the filter runs once after synthesis; it is not part of the per-unit cost
     method = create_method(args.method, **overrides)
     ctx = BuildContext(teacher, create_model(spec.default_student, spec.num_classes), spec, device, 0, DistillConfig())
     synth = method.build_synthesizer(ctx)
@@ -94,7 +97,7 @@ def measure(args, batch: int, dtype: str, checkpointing: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--method", default="diffdfkd", choices=["diffdfkd", "diffusion_kd"])
+    p.add_argument("--method", default="diffdfkd", choices=["diffdfkd", "prism", "diffusion_kd"])
     p.add_argument("--generator", default="tiny", help="tiny | sd15-random | a Hub id or local folder")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--teacher", help="teacher architecture (random weights); default: the data set's")

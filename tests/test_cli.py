@@ -98,3 +98,14 @@ def test_leaderboard_without_records_is_a_clear_error(tmp_path, capsys):
 def test_help_works_without_heavy_imports():
     out = subprocess.run([sys.executable, "-m", "dfkd", "--help"], capture_output=True, text=True, check=True)
     assert "run" in out.stdout and "leaderboard" in out.stdout
+
+
+def test_bench_prompts_disambiguates_imagenet_crane(capsys, tmp_path):
+    out_file = tmp_path / "prompts.yaml"
+    assert (
+        main(["prompts", "--dataset", "imagenet", "--classes", "134", "517", "--limit", "2", "--out", str(out_file)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "wading bird" in out and "lifts" in out
+    assert out_file.is_file() and out_file.stat().st_size > 0

@@ -128,3 +128,34 @@ def test_online_deepinversion_and_real_kd(tmp_path, digits_teacher):
     assert di.num_synthetic_images == 20 and len(di.history) == 2
     real = run(_cfg(tmp_path, "real_kd", "distill.epochs=1"), reporter=Reporter(quiet=True))
     assert real.num_synthetic_images == 0 and real.student_top1 > 0
+
+
+def test_dg_sets_become_record_fields_and_leaderboard_columns(tmp_path, digits_teacher):
+    from PIL import Image
+
+    from dfkd.datasets import get_dataset
+
+    test = get_dataset("digits").load("test", transform=None)
+    folder = tmp_path / "shifted"
+    for i in range(20):
+        x, y = test[i]
+        (folder / str(y)).mkdir(parents=True, exist_ok=True)
+        inverted = 255 - x  # a shifted domain: white background
+        Image.fromarray(inverted.permute(1, 2, 0).numpy()).save(folder / str(y) / f"{i}.png")
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=3", "batch_size=3", f"dg={{folder:inverted: {folder}}}")
+    record = run(cfg, reporter=Reporter(quiet=True))
+    assert 0.0 <= record.extra["dg/inverted/top1"] <= 100.0
+    board = (tmp_path / "runs" / "leaderboard-digits.csv").read_text().splitlines()[0]
+    assert "dg/inverted/top1" in board.split(",")
+
+
+def test_missing_dg_folder_fails_before_training(tmp_path, digits_teacher, monkeypatch):
+    from dfkd.errors import UserError
+
+    def boom(*a, **k):
+        raise AssertionError("must fail before training")
+
+    monkeypatch.setattr("dfkd.distill.trainer.Trainer.fit", boom)
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=3", "batch_size=3", f"dg={{cifar10-c: {tmp_path / 'nope'}}}")
+    with pytest.raises(UserError):
+        run(cfg, reporter=Reporter(quiet=True))
