@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dfkd.cli.common import add_set_option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("prompts", help="show or save PRISM's per-class prompt sets (diversified prompt engineering)")
@@ -24,15 +26,8 @@ def add_parser(sub) -> None:
         "default: PromptConfig defaults with --set",
     )
     p.add_argument("--config", "-c", dest="config_file", help="YAML run config (implies --method prism if not given)")
-    p.add_argument(
-        "--set",
-        "-s",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="prompt setting, e.g. --set prompts.prompts_per_class=20 --set 'prompts.styles=[a photo of, a sketch of]' "
-        "(repeatable)",
+    add_set_option(
+        p, "prompt setting, e.g. --set prompts.prompts_per_class=20 --set 'prompts.styles=[a photo of, a sketch of]'"
     )
     p.add_argument("--classes", nargs="+", metavar="CLASS", help="class indices or names (default: all classes)")
     p.add_argument("--limit", type=int, help="prompts shown per class (default: all; --out always gets all)")
