@@ -159,3 +159,21 @@ def test_missing_dg_folder_fails_before_training(tmp_path, digits_teacher, monke
     cfg = _cfg(tmp_path, "noise_kd", "images_per_class=3", "batch_size=3", f"dg={{cifar10-c: {tmp_path / 'nope'}}}")
     with pytest.raises(UserError):
         run(cfg, reporter=Reporter(quiet=True))
+
+
+def test_prism_filter_stats_reach_the_record_and_survive_a_cache_hit(tmp_path, digits_teacher):
+    sets = [
+        "generator={path: tiny, dtype: float32, scheduler: ddim}",
+        "num_steps=2",
+        "images_per_class=2",
+        "keep_quantile=0.5",
+        "batch_size=2",
+        "require_target_argmax=true",
+        "prompts={prompts_per_class: 2, candidates_per_class: 4}",
+    ]
+    first = run(_cfg(tmp_path, "prism", *sets, "distill.epochs=1"), reporter=Reporter(quiet=True))
+    assert first.extra["synthetic/generated"] == 40  # ceil(2 / 0.5) = 4 per class
+    assert first.extra["prism/kept"] == first.num_synthetic_images == first.extra["synthetic/kept"]
+    assert first.extra["prism/shortfall"] == 20 - first.extra["prism/kept"]
+    again = run(_cfg(tmp_path, "prism", *sets, "distill.epochs=2"), reporter=Reporter(quiet=True))  # same store
+    assert again.store == first.store and again.extra["prism/shortfall"] == first.extra["prism/shortfall"]

@@ -9,6 +9,7 @@ last epoch checkpoint) or, when the record exists, reports it without redoing an
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -240,11 +241,16 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
         synth.attach_store(store)
         units = synth.plan()
         train_tf = p.spec.train_transform()
+        finalize_stats: dict[str, float] = {}
+        stats_file = store.root / "finalize.json"
         if not p.method.online:
             if store.is_complete:
                 reporter.note(f"synthetic store cache hit: {store.root} ({store.num_images()} images)")
             else:
-                synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter)
+                finalize_stats = synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter)
+                stats_file.write_text(json.dumps(finalize_stats))
+            if stats_file.is_file():
+                finalize_stats = json.loads(stats_file.read_text())
             result = trainer.fit(store.dataset(train_tf))
         else:
             if len(units) != cfg.distill.epochs:
@@ -260,7 +266,7 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
         table = store.read_table(kept_only=False)
         synthesis_seconds = float(table["gen_seconds"].sum()) if "gen_seconds" in table else 0.0
         num_images = store.num_images(kept_only=True)
-        extra = synthetic_set_stats(table)
+        extra = {**synthetic_set_stats(table), **finalize_stats}
     else:
         result = trainer.fit(p.spec.load("train", cfg.data_root))
         synthesis_seconds, num_images, extra = 0.0, 0, {}
