@@ -160,6 +160,13 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
 
     The global RNG state is left untouched (``torch.random.fork_rng``).
     """
+    parts = _random_components(TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_CONFIG, seed)
+    return {**parts, "scheduler": _scheduler_from_dict("ddpm", SD15_SCHEDULER_CONFIG)}
+
+
+def _random_components(unet_config: dict, vae_config: dict, text_config: dict, seed: int) -> dict[str, Any]:
+    """U-Net / VAE / CLIP text encoder built from configs with weights from ``torch.manual_seed(seed)``, the
+    offline CLIP tokenizer; eval mode, float32, CPU; the global RNG state is left untouched."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -167,16 +174,10 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
-        vae = AutoencoderKL(**TINY_VAE_CONFIG)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
-    return {
-        "unet": unet.eval(),
-        "vae": vae.eval(),
-        "text_encoder": text_encoder.eval(),
-        "tokenizer": clip_tokenizer(),
-        "scheduler": _scheduler_from_dict("ddpm", SD15_SCHEDULER_CONFIG),
-    }
+        unet = UNet2DConditionModel(**unet_config)
+        vae = AutoencoderKL(**vae_config)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+    return {"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": clip_tokenizer()}
 
 
 # The Stable Diffusion v1.5 architecture (its published component configs), for speed and memory benchmarks
@@ -221,22 +222,7 @@ SD15_TEXT_CONFIG: dict[str, Any] = {
 
 def build_sd15_random_components(seed: int = 0) -> dict[str, Any]:
     """The SD-1.5 U-Net / VAE / CLIP ViT-L text encoder with random weights (benchmarks only)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from dfkd.synthesis.tokenizer import clip_tokenizer
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
-        vae = AutoencoderKL(**SD15_VAE_CONFIG)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
-    return {
-        "unet": unet.eval(),
-        "vae": vae.eval(),
-        "text_encoder": text_encoder.eval(),
-        "tokenizer": clip_tokenizer(),
-    }
+    return _random_components(SD15_UNET_CONFIG, SD15_VAE_CONFIG, SD15_TEXT_CONFIG, seed)
 
 
 def save_tiny_pretrained(directory: str | os.PathLike, seed: int = 0) -> Path:
