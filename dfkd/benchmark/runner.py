@@ -378,5 +378,5 @@ def validate(cfg: RunConfig, reporter: Reporter | None = None) -> dict[str, Any]
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    report.update(loss=float(loss.item()), **{f"loss/{k}": v for k, v in logs.items()})
+    report.update(loss=float(loss.item()), **{f"loss/{k}": float(v) for k, v in logs.items()})
     return report

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dfkd.config import DistillConfig
+from dfkd.config import DistillConfig, to_plain
 from dfkd.errors import UserError
 from dfkd.paths import teachers_dir
 
@@ -167,7 +167,7 @@ def train_teacher(
         dataset=spec.name,
         epochs=recipe.epochs,
         top1_last=result.top1,
-        recipe={k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(recipe).items()},
+        recipe=to_plain(recipe),
     )
     for f in ckpt_dir.glob("*"):
         f.unlink()
@@ -187,7 +187,7 @@ def teacher_accuracy(
     from dfkd.hashing import file_digest
 
     digest = file_digest(ref.path) if ref.path else ref.name
-    cache = (ref.path.with_name(ref.path.name + ".eval.json") if ref.path else None) or None
+    cache = ref.path.with_name(ref.path.name + ".eval.json") if ref.path else None
     key = f"{spec.name}:{digest}:{len(loader.dataset)}"
     if cache and cache.is_file():
         try:

@@ -204,7 +204,7 @@ class Trainer:
     def train_epoch(self, dataset: Dataset, epoch: int, steps: int | None = None) -> dict[str, float]:
         seed_everything(self.seed * 100_003 + epoch)  # augmentation randomness in the main process
         self.student.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor | float] = {}  # detached tensors: no device sync inside the loop
         n = 0
         for batch in self._loader(dataset, epoch, steps):
             x, y = _split_batch(batch)
@@ -216,10 +216,10 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             n += 1
-            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            sums["loss"] = sums.get("loss", 0.0) + loss.detach()
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
-        return {k: v / max(1, n) for k, v in sums.items()}
+        return {k: float(v) / max(1, n) for k, v in sums.items()}
 
     def fit(
         self,

@@ -128,8 +128,8 @@ class Distiller(ABC):
     """The student's training objective on one batch. The trainer does backward/step."""
 
     @abstractmethod
-    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """``images`` are normalised; returns the scalar loss and logs."""
+    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """``images`` are normalised; returns the scalar loss and logs (detached scalar tensors or floats)."""
 
 
 def kd_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -150,20 +150,20 @@ class KDDistiller(Distiller):
         self.kd_weight = cfg.kd_weight
         self.ce_weight = cfg.ce_weight
 
-    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
         s = student(images)  # (B, K)
         total = s.new_zeros(())
-        logs: dict[str, float] = {}
+        logs: dict[str, Tensor | float] = {}
         if self.kd_weight > 0:
             with torch.no_grad():
                 t = self.teacher(images)  # (B, K)
             kd = kd_kl(s.float(), t.float(), self.temperature)
             total = total + self.kd_weight * kd
-            logs["kd"] = kd.item()
+            logs["kd"] = kd.detach()  # a tensor: the trainer syncs once per epoch, not per step
         if self.ce_weight > 0:
             ce = F.cross_entropy(s.float(), labels)
             total = total + self.ce_weight * ce
-            logs["ce"] = ce.item()
+            logs["ce"] = ce.detach()
         return total, logs
 
 
