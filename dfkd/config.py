@@ -51,6 +51,7 @@ class DistillConfig:
     amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | off | bf16 | fp16
     eval_every: int = 1  # evaluate on the real test set every N epochs (and always at the last)
     num_workers: int = 0  # DataLoader workers
+    sync_bn: bool = True  # several GPUs: SyncBatchNorm over the global batch (CUDA only; CPU ranks keep per-rank BN)
 
 
 TEACHER_RECIPE = DistillConfig(

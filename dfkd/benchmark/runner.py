@@ -4,12 +4,16 @@ The runner is the only place that knows the order of the stages; each stage is a
 typed inputs and outputs. A run is identified by (config, seed): running the same command again
 resumes an interrupted run (the synthetic store skips finished units, the trainer restarts from its
 last epoch checkpoint) or, when the record exists, reports it without redoing anything.
+
+The same function runs on every process of a ``torchrun`` / ``accelerate launch`` job (see
+``dfkd/distributed.py``): ranks share the synthesis units and the global batches, rank 0 alone writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +26,7 @@ from dfkd.benchmark.progress import Reporter
 from dfkd.benchmark.records import RunRecord, environment, run_dir
 from dfkd.benchmark.teachers import TeacherRef, build_teacher, resolve_teacher, teacher_accuracy, test_loader
 from dfkd.config import RunConfig, to_plain
+from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import UserError
 from dfkd.hashing import stable_hash
 from dfkd.methods import create_method
@@ -92,8 +97,9 @@ def generate_unit(
     spec: Any,
     device: torch.device,
     student: nn.Module | None = None,
+    rank: int = 0,
 ) -> dict[str, float]:
-    """Generate one unit and write it as one shard (with the teacher's scores and the per-image cost)."""
+    """Generate one unit and write it as one shard with the teacher's scores (its cost goes to ``info/``)."""
     from dfkd.metrics.energy import free_energy
     from dfkd.synthesis.store import to_uint8
 
@@ -114,13 +120,13 @@ def generate_unit(
         "teacher_pred": logits.argmax(1),
         "teacher_confidence": logits.softmax(1).max(1).values,
         "teacher_energy": free_energy(logits),  # −logsumexp f(x), T = 1
-        "gen_seconds": torch.full((n,), seconds / max(1, n), dtype=torch.float64),
     }
     if "seed" not in out.extras:
         table["seed"] = torch.full((n,), unit.seed, dtype=torch.int64)
     for k, v in out.extras.items():
         table[k] = v.detach().cpu() if isinstance(v, torch.Tensor) else v
-    store.write_unit(unit.id, images, table)
+    info = {"seconds": seconds, "images": n, "rank": rank, "host": platform.node()}
+    store.write_unit(unit.id, images, table, info=info)
     return {"images": n, "seconds": seconds, **out.logs}
 
 
@@ -132,17 +138,36 @@ def synthesize_all(
     spec: Any,
     device: torch.device,
     reporter: Reporter,
+    dist: DistContext = SINGLE,
 ) -> dict[str, float]:
-    """Offline synthesis: every unit not yet in the store, the method's finalize (filters), then mark complete."""
+    """Offline synthesis: every unit not yet in the store, the method's finalize (filters), then mark complete.
+
+    Under ``dist`` the missing units (as rank 0 sees them) are dealt round-robin to the ranks; each writes
+    its own shards, and rank 0 runs ``finalize`` and marks the store complete once all are done. Units
+    are independent (seeded by unit id), so the store does not depend on the number of processes, and a
+    restart with any number of processes generates exactly the missing units.
+    """
     done = store.completed_units()
-    todo = [u for u in units if u.id not in done]
-    with reporter.task("synthesize", total=len(units), completed=len(units) - len(todo), unit="unit") as tick:
-        for unit in todo:
-            logs = generate_unit(synth, unit, store, teacher, spec, device)
+    todo_ids = dist.broadcast([u.id for u in units if u.id not in done])
+    if dist.enabled and todo_ids and not synth.units_independent:
+        raise UserError(
+            f"{type(synth).__name__}'s units depend on earlier units (e.g. adv_weight > 0 trains an adversary on "
+            "them), so they cannot be split across processes: run the synthesis with one process, or set adv_weight=0"
+        )
+    by_id = {u.id: u for u in units}
+    mine = [by_id[i] for i in dist.shard(todo_ids)]
+    name = f"synthesize (rank 0 of {dist.world_size})" if dist.enabled else "synthesize"
+    total = len(dist.shard([u.id for u in units]))
+    with reporter.task(name, total=total, completed=total - len(mine), unit="unit") as tick:
+        for unit in mine:
+            logs = generate_unit(synth, unit, store, teacher, spec, device, rank=dist.rank)
             tick(logs)
-    stats = synth.finalize(store)
-    store.mark_complete([u.id for u in units])
-    return stats
+    dist.barrier()  # every unit is on disk
+    stats: dict[str, float] = {}
+    if dist.is_main:
+        stats = synth.finalize(store)
+        store.mark_complete([u.id for u in units])
+    return dist.broadcast(stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,17 +188,24 @@ class Prepared:
     ctx: BuildContext
 
 
-def prepare(cfg: RunConfig, reporter: Reporter, teacher: nn.Module | None = None) -> Prepared:
+def prepare(
+    cfg: RunConfig,
+    reporter: Reporter,
+    teacher: nn.Module | None = None,
+    *,
+    device: torch.device | None = None,
+    dist: DistContext = SINGLE,
+) -> Prepared:
     from dfkd.datasets import get_dataset
     from dfkd.distill.trainer import seed_everything
     from dfkd.models import create_model
 
     spec = get_dataset(cfg.dataset)
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     method = create_method(cfg.method, cfg.method_config)
     ref = resolve_teacher(cfg.teacher, cfg.teacher_arch, spec)
     if teacher is None:
-        with reporter.stage("teacher", ref.name):
+        with reporter.stage("teacher", ref.name), dist.main_first():  # rank 0 trains or fetches it
             teacher = build_teacher(
                 ref,
                 spec,
@@ -191,28 +223,45 @@ def prepare(cfg: RunConfig, reporter: Reporter, teacher: nn.Module | None = None
     return Prepared(cfg, spec, device, method, ref, teacher, student_name, student, ctx)
 
 
-def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False) -> RunRecord:
-    """Run one benchmark cell end to end and write its record (see the module docstring)."""
+def run(
+    cfg: RunConfig,
+    *,
+    reporter: Reporter | None = None,
+    force: bool = False,
+    dist: DistContext | None = None,
+    device: torch.device | None = None,
+) -> RunRecord:
+    """Run one benchmark cell end to end and write its record (see the module docstring).
+
+    ``dist``/``device``: this process's place in a multi-process job; by default read from the launcher's
+    environment (``torchrun``), which for a plain ``bench run`` is the single process on ``cfg.device``.
+    """
     from dfkd.distill.trainer import Trainer
     from dfkd.synthesis.store import SyntheticStore
 
-    reporter = reporter or Reporter()
-    p = prepare(cfg, reporter)
+    if dist is None:
+        from dfkd.distributed import setup
+
+        dist, device = setup(cfg.device)
+    reporter = reporter if reporter is not None and dist.is_main else Reporter(quiet=not dist.is_main)
+    p = prepare(cfg, reporter, device=device, dist=dist)
     out = run_dir(cfg.output_dir, cfg.dataset, p.teacher_ref.name, p.student_name, cfg.method, run_id_for(cfg))
     record_path = out / "record.json"
-    if record_path.is_file() and not force:
+    if dist.broadcast(record_path.is_file()) and not force:
         reporter.note(f"{record_path} exists: reporting it (use --force to run again)")
         return RunRecord.read(record_path)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
 
     if cfg.dg:  # a bad key or missing folder must fail now, not after hours of training
         from dfkd.benchmark.dg import load_dg_sets
 
         load_dg_sets(p.spec, cfg.dg)
-    loader = test_loader(p.spec, cfg.data_root, num_workers=cfg.distill.num_workers)
-    with reporter.stage("teacher accuracy", p.teacher_ref.name):
-        t_acc, t_pred = teacher_accuracy(p.teacher, p.teacher_ref, p.spec, loader, p.device)
+    with dist.main_first():  # rank 0 downloads the test set and caches the teacher's accuracy
+        loader = test_loader(p.spec, cfg.data_root, num_workers=cfg.distill.num_workers)
+        with reporter.stage("teacher accuracy", p.teacher_ref.name):
+            t_acc, t_pred = teacher_accuracy(p.teacher, p.teacher_ref, p.spec, loader, p.device)
     reporter.note(f"teacher {p.teacher_ref.name}: top-1 {t_acc['top1']:.2f}% on {len(loader.dataset)} test images")
 
     synth = p.method.build_synthesizer(p.ctx)
@@ -227,6 +276,7 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
         reference_pred=t_pred.to(p.device),
         checkpoint_dir=out / "checkpoints",
         progress=reporter.epoch_line("distill"),
+        dist=dist,
     )
 
     store = None
@@ -235,9 +285,10 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
             raise RuntimeError(f"{cfg.method} uses a store but built no synthesizer")
         key = store_key(cfg, p.method, synth, p.teacher_ref, p.student_name)
         digest = stable_hash(key)
-        store = SyntheticStore.open(
-            stores_dir() / cfg.dataset / cfg.method / digest, config_hash=digest, meta={"key": key}
-        )
+        with dist.main_first():  # rank 0 creates the manifest
+            store = SyntheticStore.open(
+                stores_dir() / cfg.dataset / cfg.method / digest, config_hash=digest, meta={"key": key}
+            )
         synth.attach_store(store)
         units = synth.plan()
         train_tf = p.spec.train_transform()
@@ -247,8 +298,11 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
             if store.is_complete:
                 reporter.note(f"synthetic store cache hit: {store.root} ({store.num_images()} images)")
             else:
-                finalize_stats = synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter)
-                stats_file.write_text(json.dumps(finalize_stats))
+                finalize_stats = synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter, dist)
+                if dist.is_main:
+                    stats_file.write_text(json.dumps(finalize_stats))
+                store = SyntheticStore.open_existing(store.root)  # rank 0 marked it complete
+            dist.barrier()
             if stats_file.is_file():
                 finalize_stats = json.loads(stats_file.read_text())
             result = trainer.fit(store.dataset(train_tf))
@@ -259,18 +313,22 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
                     f"distill.epochs={cfg.distill.epochs}"
                 )
             result = trainer.fit(
-                _online_data(synth, units, store, p, train_tf),
+                _online_data(synth, units, store, p, train_tf, dist),
                 steps_per_epoch=p.method.kd_steps_per_epoch(),
             )
-            store.mark_complete([u.id for u in units])
+            if dist.is_main:
+                store.mark_complete([u.id for u in units])
         table = store.read_table(kept_only=False)
-        synthesis_seconds = float(table["gen_seconds"].sum()) if "gen_seconds" in table else 0.0
+        synthesis_seconds = sum(float(i.get("seconds", 0.0)) for i in store.unit_info().values())
         num_images = store.num_images(kept_only=True)
         extra = {**synthetic_set_stats(table), **finalize_stats}
     else:
         result = trainer.fit(p.spec.load("train", cfg.data_root))
         synthesis_seconds, num_images, extra = 0.0, 0, {}
 
+    if not dist.is_main:  # rank 0 evaluates the shifted sets and writes; the others wait for it to finish
+        dist.barrier()
+        return RunRecord.read(record_path)
     if cfg.dg:
         from dfkd.benchmark.dg import evaluate_shifted
 
@@ -304,6 +362,7 @@ def run(cfg: RunConfig, *, reporter: Reporter | None = None, force: bool = False
     record.write(record_path)
     reporter.summary(record, record_path)
     update_leaderboard(cfg.output_dir, cfg.dataset, reporter)
+    dist.barrier()
     return record
 
 
@@ -321,14 +380,21 @@ def synthetic_set_stats(table: dict[str, Any]) -> dict[str, float]:
 
 
 def _online_data(
-    synth: Synthesizer, units: list[SynthesisUnit], store: Any, p: Prepared, transform: Callable
+    synth: Synthesizer,
+    units: list[SynthesisUnit],
+    store: Any,
+    p: Prepared,
+    transform: Callable,
+    dist: DistContext = SINGLE,
 ) -> Callable[[int], Any]:
-    """For online methods: at the start of epoch e, generate unit e (if not stored) with the current student."""
+    """For online methods: at the start of epoch e, generate unit e (if not stored) with the current student
+    (rank 0 generates it; every rank holds the same student under DDP, and all read the stored unit)."""
 
     def data_for_epoch(epoch: int) -> Any:
         unit = units[epoch]
-        if not store.has_unit(unit.id):
-            generate_unit(synth, unit, store, p.teacher, p.spec, p.device, student=p.student)
+        with dist.main_first():
+            if dist.is_main and not store.has_unit(unit.id):
+                generate_unit(synth, unit, store, p.teacher, p.spec, p.device, student=p.student)
         return store.dataset(transform)
 
     return data_for_epoch

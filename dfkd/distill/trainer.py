@@ -6,7 +6,12 @@
   ``best.pt`` beside it; ``fit`` resumes from ``last.pt`` and gives the same result as an
   uninterrupted run, because every epoch's randomness is seeded from (seed, epoch);
 * top-1 / top-5 on the real test set each ``eval_every`` epochs; the headline is the **last** epoch,
-  the best epoch is reported beside it, labelled as such.
+  the best epoch is reported beside it, labelled as such;
+* the same result on any number of processes (``torchrun``): ``cfg.batch_size`` is the *global* batch, the
+  sampler gives rank r the r-th slice of every global batch, the student is wrapped in
+  ``DistributedDataParallel`` (gradients averaged = the global batch mean) and each image's augmentation is
+  seeded by (run seed, epoch, image index), not by which process or worker loads it. BatchNorm sees the
+  per-rank slice unless ``cfg.sync_bn`` (``SyncBatchNorm``, CUDA only) — the one difference left.
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from dfkd.config import DistillConfig, to_plain
+from dfkd.distributed import SINGLE, DistContext
+from dfkd.errors import ConfigError
 from dfkd.methods.base import Distiller
 
 
@@ -88,14 +95,72 @@ def _split_batch(batch) -> tuple[Tensor, Tensor]:
     return batch[0], batch[1]
 
 
+class GlobalBatchSampler(Sampler[int]):
+    """This rank's indices of one epoch: a seeded random order of ``num_samples`` indices (whole
+    permutations of the data set, the last one cut), padded by wrap-around to a multiple of ``world_size``,
+    then every ``world_size``-th index from ``rank``. Consecutive per-rank batches of ``B / world_size``
+    therefore form, across ranks, exactly the global batches of ``B`` a single process draws (the
+    interleaving of ``torch.utils.data.DistributedSampler``, which has no ``num_samples``)."""
+
+    def __init__(self, n: int, *, seed: int, num_samples: int | None = None, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.num_samples = n if num_samples is None else num_samples
+        self.total = math.ceil(self.num_samples / world_size) * world_size
+
+    def global_order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed)
+        order: list[int] = []
+        while len(order) < self.num_samples:
+            order += torch.randperm(self.n, generator=g).tolist()
+        order = order[: self.num_samples]
+        return order + order[: self.total - len(order)]  # pad (distributed only) so every rank has as many
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_order()[self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return self.total // self.world_size
+
+
+class SeededAugmentation(Dataset):
+    """``dataset[i]`` with torch's default generator seeded by (``seed``, i) while it is loaded, so an image's
+    random augmentation does not depend on the process, worker or order that loads it (state restored)."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        gen = torch.default_generator
+        state = gen.get_state()
+        gen.manual_seed((self.seed * 1_000_003 + index) % 2**63)
+        try:
+            return self.dataset[index]
+        finally:
+            gen.set_state(state)
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader, device: torch.device, reference: Tensor | None = None
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    reference: Tensor | None = None,
+    dist: DistContext = SINGLE,
 ) -> dict[str, Any]:
-    """Top-1 / top-5 (%) of ``model``; with ``reference`` predictions also the agreement (%)."""
+    """Top-1 / top-5 (%) of ``model``; with ``reference`` predictions also the agreement (%).
+
+    Under ``dist`` each rank evaluates every ``world_size``-th test image and the predictions are gathered
+    in data-set order, so every rank returns the single-process result.
+    """
+    if dist.enabled:
+        shard = Subset(loader.dataset, dist.shard(list(range(len(loader.dataset)))))  # type: ignore[arg-type]
+        loader = DataLoader(shard, batch_size=loader.batch_size, num_workers=loader.num_workers)
     was_training = model.training
     model.eval()
-    correct1 = correct5 = total = agree = 0
+    correct1 = correct5 = 0
     preds = []
     for batch in loader:
         x, y = _split_batch(batch)
@@ -104,14 +169,19 @@ def evaluate(
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
         correct1 += (top[:, 0] == y).sum().item()
         correct5 += (top == y[:, None]).any(dim=1).sum().item()
-        total += y.numel()
         preds.append(top[:, 0].cpu())
     model.train(was_training)
     pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    if dist.enabled:  # rank r holds images r, r + W, …: interleave the shards back into data-set order
+        parts = dist.gather((pred, correct1, correct5))
+        correct1, correct5 = sum(p[1] for p in parts), sum(p[2] for p in parts)
+        pred = torch.empty(sum(len(p[0]) for p in parts), dtype=torch.long)
+        for r, part in enumerate(parts):
+            pred[r :: dist.world_size] = part[0]
+    total = len(pred)
     out = {"top1": 100.0 * correct1 / max(1, total), "top5": 100.0 * correct5 / max(1, total), "pred": pred}
     if reference is not None and total:
-        agree = (pred == reference).sum().item()
-        out["agreement"] = 100.0 * agree / total
+        out["agreement"] = 100.0 * (pred == reference.cpu()).sum().item() / total
     return out
 
 
@@ -130,8 +200,22 @@ class Trainer:
         reference_pred: Tensor | None = None,
         checkpoint_dir: str | Path | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        dist: DistContext = SINGLE,
     ):
+        if cfg.batch_size % dist.world_size:
+            raise ConfigError(
+                f"distill.batch_size={cfg.batch_size} is the global batch and must divide evenly over "
+                f"{dist.world_size} processes: pick a multiple of {dist.world_size}"
+            )
+        self.dist = dist
         self.student = student.to(device)
+        self.model: nn.Module = self.student  # what the loss calls: the student, or its DDP wrapper
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if cfg.sync_bn and device.type == "cuda":
+                self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+            self.model = DistributedDataParallel(self.student, device_ids=[device] if device.type == "cuda" else None)
         self.distiller = distiller
         self.cfg = cfg
         self.device = device
@@ -171,7 +255,7 @@ class Trainer:
         self.seconds = float(state.get("seconds", 0.0))
 
     def _save(self, name: str) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or not self.dist.is_main:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_dir / f".{name}.tmp"
@@ -188,29 +272,33 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, epoch: int, steps: int | None) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        num_samples = steps * self.cfg.batch_size if steps else None
-        sampler = RandomSampler(dataset, num_samples=num_samples, generator=g)
+        epoch_seed = self.seed * 100_003 + epoch
+        sampler = GlobalBatchSampler(
+            len(dataset),  # type: ignore[arg-type]
+            seed=epoch_seed,
+            num_samples=steps * self.cfg.batch_size if steps else None,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
         return DataLoader(
-            dataset,
-            batch_size=self.cfg.batch_size,
+            SeededAugmentation(dataset, epoch_seed),
+            batch_size=self.cfg.batch_size // self.dist.world_size,  # this rank's slice of the global batch
             sampler=sampler,
             num_workers=self.cfg.num_workers,
-            generator=g,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
 
     def train_epoch(self, dataset: Dataset, epoch: int, steps: int | None = None) -> dict[str, float]:
-        seed_everything(self.seed * 100_003 + epoch)  # augmentation randomness in the main process
-        self.student.train()
+        seed_everything(self.seed * 100_003 + epoch)  # any randomness of the loss itself
+        self.model.train()
         sums: dict[str, Tensor | float] = {}  # detached tensors: no device sync inside the loop
         n = 0
         for batch in self._loader(dataset, epoch, steps):
             x, y = _split_batch(batch)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                loss, logs = self.distiller.loss(self.student, x, y)
+                loss, logs = self.distiller.loss(self.model, x, y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -219,7 +307,7 @@ class Trainer:
             sums["loss"] = sums.get("loss", 0.0) + loss.detach()
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
-        return {k: float(v) / max(1, n) for k, v in sums.items()}
+        return self.dist.mean({k: float(v) / max(1, n) for k, v in sums.items()})
 
     def fit(
         self,
@@ -239,7 +327,7 @@ class Trainer:
             self.scheduler.step()
             last = epoch == self.cfg.epochs - 1
             if self.test_loader is not None and ((epoch + 1) % self.cfg.eval_every == 0 or last):
-                ev = evaluate(self.student, self.test_loader, self.device, self.reference_pred)
+                ev = evaluate(self.student, self.test_loader, self.device, self.reference_pred, self.dist)
                 row.update({k: v for k, v in ev.items() if k != "pred"})
             row["seconds"] = time.perf_counter() - t0
             self.seconds += row["seconds"]

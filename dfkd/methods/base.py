@@ -123,6 +123,12 @@ class Synthesizer(ABC):
         """Called by the runner before synthesis; methods that read earlier units (online adversaries) keep it."""
         return None
 
+    @property
+    def units_independent(self) -> bool:
+        """True when a unit's images depend on its seed alone, so units may be generated in any order and by
+        any number of processes. False when a unit reads earlier units (e.g. an online adversary)."""
+        return True
+
 
 class Distiller(ABC):
     """The student's training objective on one batch. The trainer does backward/step."""

@@ -165,6 +165,10 @@ class DiffDFKDSynthesizer(Synthesizer):
     def attach_store(self, store: Any) -> None:
         self.store = store
 
+    @property
+    def units_independent(self) -> bool:
+        return self.cfg.adv_weight == 0  # the adversary is trained on the units before it
+
     def prompt_for(self, label: int) -> str:
         if self.cfg.class_prompt:
             return self.cfg.class_prompt_template.format(name=self.spec.class_names[label])

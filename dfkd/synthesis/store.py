@@ -10,6 +10,7 @@ as one shard. Layout of a store folder::
       shards/
         <unit>.pt                    # one finished unit: torch.save({"schema_version", "unit", "images", "table"})
         .<unit>.<pid>-<token>.tmp    # a shard being written, or left behind by a crash; never read
+      info/<unit>.json               # how the unit was made (seconds, rank, host): not content, not in the shard
 
 ``images`` is uint8 (N, C, H, W), the same (C, H, W) for every unit; ``table`` maps column names to tensors
 with first dim N or lists of N str/int/float: ``label`` (int64, required), ``kept`` (bool, all True when not
@@ -22,7 +23,9 @@ unit in flight and leaves only a temporary file, which ``completed_units`` never
 and a later write removes (that unit's leftovers at once, anyone's after ``STALE_TMP_SECONDS``). Completion
 *is* the presence of the final name, so a resumed run regenerates exactly the missing units, and writing an
 existing unit raises unless ``overwrite=True``: no loss, no duplicates. The manifest is replaced the same way.
-Several processes may write disjoint units into one store; one unit must have one writer.
+Several processes may write disjoint units into one store; one unit must have one writer. A shard's bytes
+depend only on its content (torch's archive name is fixed for file objects), so the same units written by
+one process or by eight give byte-identical shards; timings and the writer's rank live in ``info/``.
 
 Shards use torch's zipfile format and are read with ``torch.load(..., weights_only=True, mmap=True)``, so the
 KD data loader neither decodes images nor reads the whole store into memory (``dataset()``).
@@ -53,6 +56,7 @@ SCHEMA_VERSION = 1
 FORMAT = "dfkd.SyntheticStore"
 MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
+INFO_DIR = "info"
 SHARD_SUFFIX = ".pt"
 TMP_SUFFIX = ".tmp"
 STALE_TMP_SECONDS = 600.0  # a temporary file lives for one torch.save; older ones are crash leftovers
@@ -209,14 +213,23 @@ class SyntheticStore:
 
     # -- writing --------------------------------------------------------------------------------------------------
 
-    def write_unit(self, unit_id: str, images: Tensor, table: Mapping[str, Any], *, overwrite: bool = False) -> None:
+    def write_unit(
+        self,
+        unit_id: str,
+        images: Tensor,
+        table: Mapping[str, Any],
+        *,
+        info: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
         """Write one unit as one shard, atomically (temporary file, fsync, ``os.replace``).
 
         ``images``: uint8 (N, C, H, W) or float in [0, 1] (converted by ``to_uint8``). ``table``: column →
         tensor with first dim N or list of N str/int/float/bool/None; ``label`` (integer (N,)) is required,
         ``kept`` (bool (N,)) defaults to all True, ``seed`` is stored as int64 and ``teacher_logits`` as
         float32 (N, K). Every unit of a store must have the same image shape and the same columns.
-        An existing unit raises ``FileExistsError`` unless ``overwrite=True``.
+        An existing unit raises ``FileExistsError`` unless ``overwrite=True``. ``info`` (JSON-able: seconds,
+        rank, …) is written to ``info/<unit>.json`` after the shard; it is not part of the content.
         """
         _check_unit_id(unit_id)
         if self.is_complete:
@@ -248,6 +261,16 @@ class SyntheticStore:
             raise
         _fsync_dir(self.shards_dir)
         self._info_cache.pop(unit_id, None)
+        if info is not None:
+            (self.root / INFO_DIR).mkdir(exist_ok=True)
+            _atomic_write_text(self.root / INFO_DIR / f"{unit_id}.json", _dump_json(dict(info)))
+
+    def unit_info(self) -> dict[str, dict[str, Any]]:
+        """``{unit: info}`` for the units written with an ``info`` (see ``write_unit``)."""
+        folder = self.root / INFO_DIR
+        if not folder.is_dir():
+            return {}
+        return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
     def unit_size(self, unit_id: str) -> int:
         """Number of images (kept or not) in one unit."""
@@ -288,6 +311,8 @@ class SyntheticStore:
             )
         _remove_tmp_files(self.shards_dir)
         units = sorted(done)
+        on_disk = _read_manifest(self.root / MANIFEST_NAME)  # another process may have written the schema
+        self.manifest["schema"] = self.manifest.get("schema") or on_disk.get("schema")
         self.manifest.update(
             complete=True,
             completed=_now(),
