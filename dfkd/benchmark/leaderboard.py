@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +167,9 @@ def _check_record(record: Any, path: Path) -> None:
             raise RecordError(f"{path}: field 'extra.{key}' must be a number or null, found {value!r}")
 
 
-def load_records(runs_dir: str | Path) -> list[dict]:
-    """Every ``record.json`` under ``runs_dir`` (searched recursively), as plain dicts, in path order.
+def load_records(runs_dir: str | Path | Sequence[str | Path]) -> list[dict]:
+    """Every ``record.json`` under ``runs_dir`` (one folder or several, e.g. the output folders of a suite's
+    shards; searched recursively), as plain dicts, in path order.
 
     Files that cannot be read or parsed, and records of another major ``schema_version``, are
     skipped with a warning. A record of this schema that lacks a field or has one of the wrong type
@@ -176,12 +177,13 @@ def load_records(runs_dir: str | Path) -> list[dict]:
     ``_path`` (the file it came from). A second record with the same (dataset, teacher, student,
     method, run_id) is skipped with a warning.
     """
-    root = Path(runs_dir)
-    if not root.is_dir():
-        raise UserError(f"runs directory {str(root)!r} does not exist; run `bench run ...` first or pass --runs")
+    roots = [Path(runs_dir)] if isinstance(runs_dir, (str, Path)) else [Path(r) for r in runs_dir]
+    for root in roots:
+        if not root.is_dir():
+            raise UserError(f"runs directory {str(root)!r} does not exist; run `bench run ...` first or pass --runs")
     records: list[dict] = []
     seen: dict[tuple, Path] = {}
-    for path in sorted(root.rglob("record.json")):
+    for path in [p for root in roots for p in sorted(root.rglob("record.json"))]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -12,7 +12,9 @@ def add_parser(sub) -> None:
         description="Collect every record.json under --runs, average over seeds, add the published reference rows "
         "(flagged kind=reference) and write leaderboard-<dataset>.csv and .md.",
     )
-    p.add_argument("--runs", default="runs", help="folder searched recursively for record.json (default ./runs)")
+    p.add_argument(
+        "--runs", nargs="+", default=["runs"], metavar="DIR", help="folder(s) searched for record.json (default ./runs)"
+    )
     p.add_argument("--dataset", "-d", help="only this data set")
     p.add_argument("--out", help="output .csv file or folder (default: the --runs folder)")
     p.add_argument("--no-reference", action="store_true", help="leave out the published reference rows")
@@ -28,9 +30,9 @@ def main(args: argparse.Namespace) -> int:
     records = load_records(args.runs)
     datasets = sorted({r["dataset"] for r in records}) if not args.dataset else [args.dataset]
     if not datasets:
-        raise UserError(f"No record.json under {args.runs}; run `bench run` first or pass --runs DIR")
+        raise UserError(f"No record.json under {' '.join(args.runs)}; run `bench run` first or pass --runs DIR")
     reference = None if args.no_reference else load_reference()
-    out = Path(args.out) if args.out else Path(args.runs)
+    out = Path(args.out) if args.out else Path(args.runs[0])
     for dataset in datasets:
         df = build_leaderboard([r for r in records if r["dataset"] == dataset], dataset=dataset, reference=reference)
         target = out if out.suffix == ".csv" and len(datasets) == 1 else out / f"leaderboard-{dataset}.csv"

@@ -18,6 +18,7 @@ VERBS = {
     "teacher": "dfkd.cli.teacher",
     "synth": "dfkd.cli.synth",
     "prompts": "dfkd.cli.prompts",
+    "suite": "dfkd.cli.suite",
 }
 
 
