@@ -357,7 +357,7 @@ def run(
         history=result.history,
         store=str(store.root) if store else None,
         config=cfg.to_dict(),
-        env=environment(p.device),
+        env={**environment(p.device), "world_size": dist.world_size},
     )
     record.write(record_path)
     reporter.summary(record, record_path)
