@@ -54,6 +54,23 @@ class DistillConfig:
     sync_bn: bool = True  # several GPUs: SyncBatchNorm over the global batch (CUDA only; CPU ranks keep per-rank BN)
 
 
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """What a run measures about its synthetic set after distillation, and its report (no effect on the student)."""
+
+    enabled: bool = True  # precision/recall/density/coverage, Fréchet distance, histograms, per-class accuracy
+    k: int = 3  # neighbours of the k-NN manifolds (Kynkäänniemi et al. 2019; Naeem et al. 2020 use k = 5 too)
+    max_images: int = 10_000  # per side (synthetic, real test), a seeded random subset; 0 = every image
+    chunk: int = 2048  # side of one block of pairwise distances (memory: chunk² floats)
+    batch_size: int = 256  # feature extraction batch
+    clip_model: str | None = None  # open_clip architecture for a second feature space ("ViT-B-32", "local-dir:…")
+    clip_pretrained: str | None = None  # its weights: open_clip tag or checkpoint path (needed with clip_model)
+    histogram_bins: int = 20  # bins of the confidence and energy histograms in the record
+    report: bool = True  # write report.html (+ PNG figures) into the run folder at the end of `bench run`
+    grid_classes: int = 10  # classes in the report's image grid (evenly spaced over the label range)
+    grid_images: int = 6  # images per class and side (real test | synthetic) in the grid
+
+
 TEACHER_RECIPE = DistillConfig(
     # train_scratch.py of the community benchmark (CMI): SGD 0.1, wd 1e-4, ×0.1 at 120/150/180, 200 epochs
     epochs=200,
@@ -85,6 +102,7 @@ class RunConfig:
     train_teacher: bool | None = None  # train a missing teacher (teacher_train recipe); None → only for digits
     dg: dict[str, str] = field(default_factory=dict)  # shifted test sets {name: path}, e.g. imagenet-r: /data/r
     distill: DistillConfig = field(default_factory=DistillConfig)
+    diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     teacher_train: DistillConfig = TEACHER_RECIPE
     method_config: Any = None  # the method's Config instance (saved under the method's name)
 

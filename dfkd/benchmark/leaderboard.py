@@ -81,10 +81,23 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "num_synthetic_images",  # synthetic images used for distillation, mean over seeds (reference: as published)
     "synthesis_seconds_mean",  # wall-clock seconds spent synthesising, mean over seeds
     "distill_seconds_mean",  # wall-clock seconds spent distilling, mean over seeds
+    "precision_mean",  # synthetic-set precision (k-NN manifolds, teacher features; Kynkäänniemi et al. 2019)
+    "recall_mean",  # synthetic-set recall, same space
+    "density_mean",  # synthetic-set density (Naeem et al. 2020), same space
+    "coverage_mean",  # synthetic-set coverage (Naeem et al. 2020), same space
+    "teacher_fd_mean",  # Fréchet distance synthetic vs real test, teacher penultimate features (not FID)
     "source",  # where a reference number comes from; empty for measured rows
     "note",  # reference-row caveats; empty for measured rows
 )
 
+# leaderboard column → the ``extra`` key of the run record it averages (written by the diagnose stage)
+_SYNTHETIC_COLUMNS = {
+    "precision_mean": "synthetic/precision",
+    "recall_mean": "synthetic/recall",
+    "density_mean": "synthetic/density",
+    "coverage_mean": "synthetic/coverage",
+    "teacher_fd_mean": "synthetic/teacher_fd",
+}
 _KEY = ("dataset", "teacher", "student", "method")
 _STRING_COLUMNS = ("dataset", "teacher", "student", "method", "kind", "seeds", "source", "note")
 _INTEGER_COLUMNS = ("n_seeds",)
@@ -115,7 +128,7 @@ _RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "env": (dict,),
 }
 _NULLABLE_FIELDS = frozenset({"teacher_student_agreement"})
-_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"extra": (dict,)}
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"extra": (dict,), "diagnostics": (dict,)}
 
 _MARKDOWN_NOTE = (
     "> Reference rows (`kind` = reference) are published numbers as the authors report them: the best test "
@@ -277,7 +290,9 @@ def _measured_row(group: list[Mapping[str, Any]]) -> dict[str, Any]:
         "source": "",
         "note": "",
     }
-    for key in sorted({k for r in group for k in (r.get("extra") or {})}):
+    for column, key in _SYNTHETIC_COLUMNS.items():
+        row[column] = _mean((r.get("extra") or {}).get(key) for r in group)
+    for key in sorted({k for r in group for k in (r.get("extra") or {})} - set(_SYNTHETIC_COLUMNS.values())):
         row[_extra_column(key)] = _mean((r.get("extra") or {}).get(key) for r in group)
     return row
 

@@ -45,6 +45,7 @@ class RunRecord:
     config_id: str | None = None  # hash of the config without the seed: seeds of one config are averaged
     extra: dict[str, float] = field(default_factory=dict)  # further metrics (precision, recall, dg/...)
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch train loss / test accuracy
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # histograms, class counts, per-class top-1 (diagnose)
     store: str | None = None  # synthetic store folder
     config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)

@@ -33,7 +33,7 @@ from dfkd.methods import create_method
 from dfkd.methods.base import BuildContext, Method, SynthesisOutput, SynthesisUnit, Synthesizer
 from dfkd.paths import stores_dir
 
-NON_SEMANTIC = ("output_dir", "device", "data_root")  # do not change results → not part of the run id
+NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
 
 
 def resolve_device(name: str) -> torch.device:
@@ -334,6 +334,24 @@ def run(
 
         with reporter.stage("domain generalisation", ", ".join(cfg.dg)):
             extra.update(evaluate_shifted(p.student, p.spec, cfg.dg, p.device, num_workers=cfg.distill.num_workers))
+    diagnostics: dict[str, Any] = {}
+    if cfg.diagnose.enabled:
+        from dfkd.benchmark.diagnose import diagnose
+
+        with reporter.stage("diagnose", "precision/recall/density/coverage, histograms, per-class top-1"):
+            found = diagnose(
+                cfg.diagnose,
+                spec=p.spec,
+                teacher=p.teacher,
+                student=p.student,
+                device=p.device,
+                test_set=loader.dataset,
+                teacher_pred=t_pred,
+                store=store,
+                seed=cfg.seed,
+            )
+        extra.update(found.scalars)
+        diagnostics = found.details
 
     record = RunRecord(
         run_id=out.name,
@@ -355,6 +373,7 @@ def run(
         config_id=config_id_for(cfg),
         extra=extra,
         history=result.history,
+        diagnostics=diagnostics,
         store=str(store.root) if store else None,
         config=cfg.to_dict(),
         env={**environment(p.device), "world_size": dist.world_size},
@@ -362,6 +381,11 @@ def run(
     record.write(record_path)
     reporter.summary(record, record_path)
     update_leaderboard(cfg.output_dir, cfg.dataset, reporter)
+    if cfg.diagnose.report:
+        from dfkd.benchmark.report import write_report
+
+        with reporter.stage("report", str(out / "report.html")):
+            write_report([out], out / "report.html")
     dist.barrier()
     return record
 

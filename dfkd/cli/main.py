@@ -19,6 +19,8 @@ VERBS = {
     "synth": "dfkd.cli.synth",
     "prompts": "dfkd.cli.prompts",
     "suite": "dfkd.cli.suite",
+    "report": "dfkd.cli.report",
+    "compare": "dfkd.cli.compare",
 }
 
 
