@@ -13,6 +13,12 @@ runs under ``no_grad`` and guidance needs the gradient of a teacher loss w.r.t. 
 Dtypes: the U-Net, VAE and text encoder run in ``config.dtype`` (inputs are cast inside the methods);
 every tensor handed back is float32, so the caller's teacher loss and latent update are float32.
 
+Speed switches (``GeneratorConfig``; each keeps the numbers up to float rounding, tests/test_fast_synthesis.py):
+``cfg_batch`` (one U-Net call for both CFG branches), ``prompt_cache`` (text embeddings once per prompt),
+``max_batch`` (how many trajectories share a U-Net / VAE call), ``attention`` (SDPA or eager), ``channels_last``,
+``compile`` (``torch.compile``). ``naive_config`` switches all of them to the slow baseline that
+benchmarks/synthesis_speed.py measures every optimisation against.
+
 ``GeneratorConfig(path="tiny")`` builds a small random model from configs written in this file
 (CPU-fast, offline, 16×16×4 latents → 32×32 images) for the embedded default and the tests;
 ``save_tiny_pretrained`` writes it as a diffusers folder, loaded by the very same
@@ -98,7 +104,7 @@ TINY_VERSION = 1  # bump when a tiny config above changes: it names synthetic st
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _SCHEDULERS = ("ddpm", "ddim")
-_ATTENTION = ("sdpa", "sliced")
+_ATTENTION = ("sdpa", "eager", "sliced")
 _SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -112,10 +118,14 @@ class GeneratorConfig:
     dtype: str = "float16"  # float16 | bfloat16 | float32 for U-Net / VAE / text encoder; float16 on CPU → float32
     scheduler: str = "ddpm"  # ddpm | ddim; its config comes from the model's scheduler/ folder (DDPM for DiffDFKD)
     resolution: int | None = None  # image side; None → native (unet.config.sample_size × VAE scale factor)
-    attention: str = "sdpa"  # sdpa (torch scaled_dot_product_attention) | sliced (diffusers attention slicing)
+    attention: str = "sdpa"  # sdpa (torch scaled_dot_product_attention) | eager (matmul + softmax) | sliced (slicing)
     vae_slicing: bool = False  # decode one image at a time ("enable_vae_slicing" in diffusers)
     gradient_checkpointing: bool = False  # U-Net and VAE decoder: less memory when the guidance gradient flows back
     channels_last: bool = False  # U-Net and VAE in torch.channels_last memory format
+    cfg_batch: bool = True  # CFG as one U-Net call on [z, z] with [uncond, cond]; False: two calls (naive)
+    prompt_cache: bool = True  # text embeddings computed once per prompt (LRU); False: text encoder on every call
+    max_batch: int | None = None  # latents per U-Net / VAE call: None = the whole batch, 1 = one trajectory per call
+    compile: bool = False  # torch.compile the U-Net and the VAE decoder (minutes of compiling; for long runs)
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -128,6 +138,28 @@ class GeneratorConfig:
             raise ConfigError(f"generator.resolution must be a positive integer or null, got {self.resolution!r}")
         if not isinstance(self.path, str) or not self.path:
             raise ConfigError("generator.path must be a Hub id, a local folder or 'tiny'")
+        if self.max_batch is not None and (not isinstance(self.max_batch, int) or self.max_batch <= 0):
+            raise ConfigError(f"generator.max_batch must be a positive integer or null, got {self.max_batch!r}")
+
+
+# Every speed switch at its slow setting: one trajectory per call, float32, eager attention, two CFG calls, text
+# encoder on every call, no compile. The same algorithm and the same images (float32); the benchmarks' baseline.
+NAIVE_SWITCHES: dict[str, Any] = {
+    "dtype": "float32",
+    "attention": "eager",
+    "channels_last": False,
+    "cfg_batch": False,
+    "prompt_cache": False,
+    "max_batch": 1,
+    "compile": False,
+}
+
+
+def naive_config(config: GeneratorConfig) -> GeneratorConfig:
+    """``config`` with every speed switch at its naive setting (``NAIVE_SWITCHES``); model and schedule kept."""
+    from dataclasses import replace
+
+    return replace(config, **NAIVE_SWITCHES)
 
 
 # --------------------------------------------------------------------------------------------- tiny model
@@ -451,18 +483,23 @@ class DiffusionBackend:
         )
 
     def _apply_memory_switches(self) -> None:
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
         if self.config.attention == "sliced":
             self.unet.set_attention_slice("auto")
-        else:
-            from diffusers.models.attention_processor import AttnProcessor2_0
-
-            self.unet.set_attn_processor(AttnProcessor2_0())
+        else:  # the VAE's mid-block attention follows the U-Net's
+            processor = AttnProcessor2_0 if self.config.attention == "sdpa" else AttnProcessor
+            self.unet.set_attn_processor(processor())
+            self.vae.set_attn_processor(processor())
         if self.config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
         if self.config.channels_last:
             self.unet.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)
+        if self.config.compile:  # in place: the modules keep their attributes (config, dtype)
+            self.unet.compile()
+            self.vae.decoder.compile()
 
     def identity(self) -> dict[str, Any]:
         """What determines the outputs (hashed into synthetic-store names): model source, dtype actually used,
@@ -496,23 +533,19 @@ class DiffusionBackend:
     # ---- text
 
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
-        """CLIP last hidden states (P, 77, D) float32 on ``device``; cached per prompt string (LRU), no grad."""
+        """CLIP last hidden states (P, 77, D) float32 on ``device``, no grad; cached per prompt string (LRU)
+        unless ``config.prompt_cache`` is off (then the text encoder runs on every call)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if len(prompts) == 0:
             raise ValueError("encode_prompts needs at least one prompt")
+        if not self.config.prompt_cache:
+            unique = list(dict.fromkeys(prompts))
+            hidden = dict(zip(unique, self._encode(unique)))
+            return torch.stack([hidden[p] for p in prompts])  # (P, 77, D)
         missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
         if missing:
-            tokens = self.tokenizer(
-                missing,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            with torch.no_grad():
-                hidden = self.text_encoder(tokens.input_ids.to(self.device))[0].float()  # (M, 77, D)
-            for prompt, h in zip(missing, hidden):
+            for prompt, h in zip(missing, self._encode(missing)):
                 self._prompt_cache[prompt] = h
         for prompt in prompts:
             self._prompt_cache.move_to_end(prompt)
@@ -520,6 +553,18 @@ class DiffusionBackend:
         while len(self._prompt_cache) > self.prompt_cache_size:
             self._prompt_cache.popitem(last=False)
         return out
+
+    def _encode(self, prompts: list[str]) -> Tensor:
+        """The text encoder on ``prompts``: (M, 77, D) float32."""
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            return self.text_encoder(tokens.input_ids.to(self.device))[0].float()  # (M, 77, D)
 
     # ---- schedule
 
@@ -560,29 +605,39 @@ class DiffusionBackend:
     ) -> Tensor:
         """Classifier-free guided ε = ε_u + s·(ε_c − ε_u) (Ho & Salimans, 2022), float32 (B, C, h, w).
 
-        One batched U-Net call on ``cat([z, z])`` with ``cat([uncond, cond])``; only the conditional call when
-        ``uncond`` is None or ``guidance_scale == 1``. ``cond``/``uncond`` are (B, 77, D) or (1, 77, D).
-        Differentiable w.r.t. ``latents`` when grad is enabled.
+        One batched U-Net call on ``cat([z, z])`` with ``cat([uncond, cond])`` (two calls without
+        ``config.cfg_batch``); only the conditional call when ``uncond`` is None or ``guidance_scale == 1``.
+        ``config.max_batch`` splits the batch into calls of at most that many latents. ``cond``/``uncond`` are
+        (B, 77, D) or (1, 77, D). Differentiable w.r.t. ``latents`` when grad is enabled.
         """
-        batch = latents.shape[0]
-        cond = self._expand(cond, batch)
-        if uncond is None or guidance_scale == 1:
-            return self._unet(latents, t, cond)
-        uncond = self._expand(uncond, batch)
-        eps = self._unet(torch.cat([latents, latents]), t, torch.cat([uncond, cond]))  # (2B, C, h, w)
-        eps_u, eps_c = eps.chunk(2)  # (B, C, h, w) each
-        return eps_u + guidance_scale * (eps_c - eps_u)
+        return self._predict_noise(latents, t, cond, uncond, guidance_scale, self.config.cfg_batch)
 
     def predict_noise_unbatched(
         self, latents: Tensor, t: int | Tensor, cond: Tensor, uncond: Tensor | None, guidance_scale: float
     ) -> Tensor:
-        """Same as ``predict_noise`` with two separate U-Net calls (the naive mode benchmarks compare against)."""
+        """Same as ``predict_noise`` with two separate U-Net calls (``cfg_batch=False``)."""
+        return self._predict_noise(latents, t, cond, uncond, guidance_scale, False)
+
+    def _predict_noise(
+        self, latents: Tensor, t: int | Tensor, cond: Tensor, uncond: Tensor | None, scale: float, cfg_batch: bool
+    ) -> Tensor:
         batch = latents.shape[0]
-        eps_c = self._unet(latents, t, self._expand(cond, batch))
-        if uncond is None or guidance_scale == 1:
-            return eps_c
-        eps_u = self._unet(latents, t, self._expand(uncond, batch))
-        return eps_u + guidance_scale * (eps_c - eps_u)
+        cond = self._expand(cond, batch)  # (B, 77, D)
+        uncond = None if uncond is None or scale == 1 else self._expand(uncond, batch)  # (B, 77, D) or None
+        size = self.config.max_batch or batch
+        parts = []
+        for i in range(0, batch, size):  # one chunk of ≤ max_batch trajectories per call
+            z, c = latents[i : i + size], cond[i : i + size]  # (b, C, h, w), (b, 77, D)
+            if uncond is None:
+                parts.append(self._unet(z, t, c))
+                continue
+            u = uncond[i : i + size]  # (b, 77, D)
+            if cfg_batch:
+                eps_u, eps_c = self._unet(torch.cat([z, z]), t, torch.cat([u, c])).chunk(2)  # (b, C, h, w) each
+            else:
+                eps_c, eps_u = self._unet(z, t, c), self._unet(z, t, u)
+            parts.append(eps_u + scale * (eps_c - eps_u))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, C, h, w)
 
     def predict_x0(self, latents: Tensor, eps: Tensor, t: int | Tensor) -> Tensor:
         """Clean-latent estimate x̂0 = (z_t − sqrt(1−ᾱ_t)·ε) / sqrt(ᾱ_t), float32 (Ho et al., 2020, Eq. 15)."""
@@ -592,7 +647,7 @@ class DiffusionBackend:
     def decode(self, latents: Tensor) -> Tensor:
         """Images in [0, 1], float32, (B, 3, H, W): clamp(D(z / scaling_factor)/2 + 0.5, 0, 1); differentiable.
 
-        With ``vae_slicing`` the decoder sees one latent at a time.
+        With ``vae_slicing`` the decoder sees one latent at a time, with ``max_batch`` at most that many.
         """
         z = latents.float() / self.vae.config.scaling_factor
         shift = getattr(self.vae.config, "shift_factor", None)
@@ -601,7 +656,8 @@ class DiffusionBackend:
         z = z.to(self.dtype)  # (B, C, h, w)
         if self.config.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
-        chunks = z.split(1) if self.config.vae_slicing else (z,)
+        size = 1 if self.config.vae_slicing else self.config.max_batch
+        chunks = z.split(size) if size else (z,)
         images = torch.cat([self.vae.decode(c).sample for c in chunks]).float()  # (B, 3, H, W) in ~[-1, 1]
         return (images / 2 + 0.5).clamp(0, 1)
 
