@@ -503,7 +503,7 @@ class DiffusionBackend:
 
     def identity(self) -> dict[str, Any]:
         """What determines the outputs (hashed into synthetic-store names): model source, dtype actually used,
-        scheduler, resolution. Memory switches are left out (same numbers up to rounding)."""
+        scheduler, resolution. Memory and speed switches are left out (same numbers up to rounding)."""
         return {
             **self._source,
             "dtype": str(self.dtype).removeprefix("torch."),
