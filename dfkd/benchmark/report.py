@@ -261,7 +261,7 @@ def _histograms(runs: list[RunView], bins: int) -> dict[str, Image.Image]:
     }
     titles = {
         "confidence": ("teacher confidence (max softmax) of kept synthetic images", "confidence"),
-        "energy": ("teacher free energy −logsumexp f(x) of kept synthetic images", "energy"),
+        "energy": ("teacher free energy -logsumexp f(x) of kept synthetic images", "energy"),
     }
     out = {}
     for name, per_run in values.items():
