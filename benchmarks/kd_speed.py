@@ -14,8 +14,10 @@ The same ``Trainer`` and ``KDDistiller`` (the data set's default teacher → stu
   cost: what the trainer costs with a free data pipeline).
 
 ``store / memory`` is the overhead of reading from the store; ``store / memory_noaug`` that of the whole data
-path (reading and augmenting). Sources alternate for ``--rounds`` rounds; each row is the median over rounds of
-the median epoch (the first epoch of every fit is a warm-up and left out). One JSON line per source.
+path (reading and augmenting). ``--channels-last on off`` also measures the trainer's NHWC switch (rows of one
+setting are compared with each other; ``speedup_channels_last`` is on / off for the same source). Sources
+alternate for ``--rounds`` rounds; each row is the median over rounds of the median epoch (the first epoch of
+every fit is a warm-up and left out). One JSON line per (source, channels_last).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def build_store(root: str, images: Tensor, labels: Tensor, shard: int):
     return SyntheticStore.open_existing(root)
 
 
-def epoch_seconds(student0, teacher, cfg, data: Dataset, device: torch.device, seed: int) -> float:
+def epoch_seconds(student0, teacher, cfg, data: Dataset, device: torch.device, seed: int, channels_last: bool) -> float:
     """Median seconds of the training epochs after the first, for a fresh copy of the student."""
     import copy
 
@@ -66,7 +68,7 @@ def epoch_seconds(student0, teacher, cfg, data: Dataset, device: torch.device, s
     from dfkd.methods.base import KDDistiller
 
     student = copy.deepcopy(student0)
-    trainer = Trainer(student, KDDistiller(teacher, cfg), cfg, device=device, seed=seed)
+    trainer = Trainer(student, KDDistiller(teacher, cfg), cfg, device=device, seed=seed, channels_last=channels_last)
     trainer.fit(data, resume=False)
     return statistics.median(h["seconds"] for h in trainer.history[1:])
 
@@ -83,6 +85,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is left out)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds over the sources")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--channels-last", nargs="+", choices=["on", "off"], default=["on"], help="trainer NHWC switch")
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -107,16 +110,18 @@ def main() -> None:
             "memory": MemoryDataset(images, labels, train_tf),
             "memory_noaug": MemoryDataset(spec.normalize(images.float() / 255), labels),  # (N, 3, S, S) float
         }
-        seconds: dict[str, list[float]] = {name: [] for name in sources}
+        settings = [(name, cl == "on") for cl in args.channels_last for name in sources]
+        seconds: dict[tuple[str, bool], list[float]] = {key: [] for key in settings}
         for r in range(args.rounds):
-            for name, data in sources.items():
-                seconds[name].append(epoch_seconds(student, teacher, cfg, data, device, seed=r))
+            for name, cl in settings:
+                seconds[name, cl].append(epoch_seconds(student, teacher, cfg, sources[name], device, r, cl))
     rows = {}
-    for name, ss in seconds.items():
+    for (name, cl), ss in seconds.items():
         s = statistics.median(ss)
-        rows[name] = {
+        rows[name, cl] = {
             "benchmark": "kd",
             "source": name,
+            "channels_last": cl,
             "dataset": args.dataset,
             "teacher": spec.default_teacher,
             "student": spec.default_student,
@@ -128,9 +133,12 @@ def main() -> None:
             "epoch_seconds_all": [round(x, 3) for x in ss],
             "images_per_s": round(args.images / s, 1),
         }
-    for row in rows.values():
-        row["ratio_vs_memory"] = round(row["images_per_s"] / rows["memory"]["images_per_s"], 3)
-        row["ratio_vs_memory_noaug"] = round(row["images_per_s"] / rows["memory_noaug"]["images_per_s"], 3)
+    for (name, cl), row in rows.items():
+        row["ratio_vs_memory"] = round(row["images_per_s"] / rows["memory", cl]["images_per_s"], 3)
+        row["ratio_vs_memory_noaug"] = round(row["images_per_s"] / rows["memory_noaug", cl]["images_per_s"], 3)
+        if (name, not cl) in rows:
+            off = rows[name, False]["images_per_s"]
+            row["speedup_channels_last"] = round(rows[name, True]["images_per_s"] / off, 3)
         print(json.dumps(row), flush=True)
 
 

@@ -2,6 +2,8 @@
 
 * SGD or Adam, cosine / step / constant schedules with optional linear warm-up, stepped per epoch;
 * mixed precision where the device has it (bf16 autocast on CUDA, fp16 with a GradScaler otherwise);
+* the student and its input batches in ``torch.channels_last`` (NHWC) memory format by default: the same
+  numbers up to float rounding, ~1.5× faster CNN training steps on CPU (oneDNN; benchmarks/kd_speed.py);
 * a checkpoint after every epoch (``last.pt``: model, optimiser, scheduler, scaler, history) and
   ``best.pt`` beside it; ``fit`` resumes from ``last.pt`` and gives the same result as an
   uninterrupted run, because every epoch's randomness is seeded from (seed, epoch);
@@ -201,6 +203,7 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
         dist: DistContext = SINGLE,
+        channels_last: bool = True,  # student weights and input batches NHWC (same numbers, faster convolutions)
     ):
         if cfg.batch_size % dist.world_size:
             raise ConfigError(
@@ -208,7 +211,10 @@ class Trainer:
                 f"{dist.world_size} processes: pick a multiple of {dist.world_size}"
             )
         self.dist = dist
+        self.channels_last = channels_last
         self.student = student.to(device)
+        if channels_last:  # before DDP wraps it; 4-D weights only, the others are unchanged
+            self.student.to(memory_format=torch.channels_last)
         self.model: nn.Module = self.student  # what the loss calls: the student, or its DDP wrapper
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -297,6 +303,8 @@ class Trainer:
         for batch in self._loader(dataset, epoch, steps):
             x, y = _split_batch(batch)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC strides
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 loss, logs = self.distiller.loss(self.model, x, y)
             self.optimizer.zero_grad(set_to_none=True)
