@@ -194,6 +194,7 @@ def main() -> None:
     variants = list(dict.fromkeys(args.variants + ablation))
     variants.sort(key=lambda v: v != "naive")  # the naive row first: the others are divided by it
     naive_speed: dict[int, float] = {}
+    measured: set[str] = set()  # (batch, generator) already measured: --dtype A B repeats only what changes
     for batch, dtype, ckpt, variant in itertools.product(args.batch, args.dtype, args.checkpointing, variants):
         optimised = {
             "path": args.generator,
@@ -208,8 +209,10 @@ def main() -> None:
             "max_batch": None,
         }
         generator = generator_for(variant, optimised)
-        if variant == "naive" and batch in naive_speed:
-            continue  # naive ignores --dtype / --checkpointing: one row per batch
+        key = json.dumps([batch, generator], sort_keys=True)
+        if key in measured:
+            continue  # e.g. naive, which ignores --dtype / --checkpointing: one row per batch
+        measured.add(key)
         switch = variant.partition("+")[2] or variant.partition("-")[2]
         if switch and generator_for("naive", optimised)[switch] == optimised[switch]:
             print(f"# {variant}: {switch} is the same in naive and optimised here; skipped", file=sys.stderr)
