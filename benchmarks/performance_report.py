@@ -110,6 +110,11 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return out
 
 
+def _nhwc_gain(row: dict) -> str:
+    """The trainer's channels_last on/off ratio, shown on the 'on' row only."""
+    return f"{row['speedup_channels_last']:.2f}×" if row.get("channels_last") and "speedup_channels_last" in row else ""
+
+
 def _switches(row: dict) -> str:
     s = row.get("switches", {})
     on = [f"max_batch={s.get('max_batch') or 'all'}", f"attention={s.get('attention')}"]
@@ -157,6 +162,13 @@ def render(rows: list[dict], info: dict) -> str:
         "edit by hand. Throughputs are medians of repeated timings on a shared machine, so single figures are",
         "noisy; the ratios are measured within one script run (the same machine, generator and unit).",
         "",
+        "`naive` is our own loop with every speed switch slow (`NAIVE_SWITCHES` in dfkd/synthesis/diffusion.py): one",
+        "trajectory per U-Net / VAE call, float32, eager attention, the two CFG branches as two U-Net calls, the text",
+        "encoder on every call. `optimised` is the defaults (whole class batch per call, one batched CFG call, cached",
+        "prompt embeddings, SDPA) in the dtype shown. In float32 both give the same images",
+        "(tests/test_fast_synthesis.py); bfloat16 changes the numbers (and the store identity). `naive+X` is naive",
+        "with switch X alone made fast.",
+        "",
     ]
     by_group: dict[str, list[dict]] = {}
     for row in rows:
@@ -194,7 +206,7 @@ def render(rows: list[dict], info: dict) -> str:
                     ]
                 )
             header = ["variant", "dtype", "switches", "trajectories/s", "stored images/s", "s per unit"]
-            lines += _table([*header, "peak MiB", "vs naive", "note"], table)
+            lines += _table([*header, "peak MiB (RSS on CPU)", "vs naive", "note"], table)
         elif group[0]["benchmark"] == "kd":
             lines.append(
                 f"{group[0]['teacher']} → {group[0]['student']} KD, {group[0]['images']} images, batch "
@@ -209,7 +221,7 @@ def render(rows: list[dict], info: dict) -> str:
                     r["epoch_seconds"],
                     f"{r['ratio_vs_memory']:.2f}×",
                     f"{r['ratio_vs_memory_noaug']:.2f}×",
-                    f"{r['speedup_channels_last']:.2f}×" if "speedup_channels_last" in r else "",
+                    _nhwc_gain(r),
                 ]
                 for r in group
             ]
@@ -225,7 +237,7 @@ def render(rows: list[dict], info: dict) -> str:
                     r["teacher_and_setup_seconds"],
                     r["synthesis_seconds"],
                     r["distill_seconds"],
-                    r["student_top1"],
+                    round(r["student_top1"], 2),
                 ]
                 for r in group
             ]
