@@ -52,6 +52,7 @@ class DistillConfig:
     eval_every: int = 1  # evaluate on the real test set every N epochs (and always at the last)
     num_workers: int = 0  # DataLoader workers
     sync_bn: bool = True  # several GPUs: SyncBatchNorm over the global batch (CUDA only; CPU ranks keep per-rank BN)
+    channels_last: bool = True  # student and batches in NHWC memory format (same numbers up to rounding, faster convs)
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,7 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
         dist: DistContext = SINGLE,
-        channels_last: bool = True,  # student weights and input batches NHWC (same numbers, faster convolutions)
+        channels_last: bool | None = None,  # NHWC student and batches; None → cfg.channels_last
     ):
         if cfg.batch_size % dist.world_size:
             raise ConfigError(
@@ -211,6 +211,7 @@ class Trainer:
                 f"{dist.world_size} processes: pick a multiple of {dist.world_size}"
             )
         self.dist = dist
+        channels_last = cfg.channels_last if channels_last is None else channels_last
         self.channels_last = channels_last
         self.student = student.to(device)
         if channels_last:  # before DDP wraps it; 4-D weights only, the others are unchanged
