@@ -23,6 +23,7 @@ every fit is a warm-up and left out). One JSON line per (source, channels_last).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -68,7 +69,8 @@ def epoch_seconds(student0, teacher, cfg, data: Dataset, device: torch.device, s
     from dfkd.methods.base import KDDistiller
 
     student = copy.deepcopy(student0)
-    trainer = Trainer(student, KDDistiller(teacher, cfg), cfg, device=device, seed=seed, channels_last=channels_last)
+    cfg = dataclasses.replace(cfg, channels_last=channels_last)
+    trainer = Trainer(student, KDDistiller(teacher, cfg), cfg, device=device, seed=seed)
     trainer.fit(data, resume=False)
     return statistics.median(h["seconds"] for h in trainer.history[1:])
 

@@ -35,7 +35,9 @@ def _cnn(seed):
 
 
 def _trainer(channels_last, checkpoint_dir=None, epochs=2):
-    cfg = DistillConfig(epochs=epochs, batch_size=16, lr=0.05, temperature=4.0, ce_weight=0.5)
+    cfg = DistillConfig(
+        epochs=epochs, batch_size=16, lr=0.05, temperature=4.0, ce_weight=0.5, channels_last=channels_last
+    )
     return Trainer(
         _cnn(0),
         KDDistiller(_cnn(1).eval().requires_grad_(False), cfg),
@@ -43,7 +45,6 @@ def _trainer(channels_last, checkpoint_dir=None, epochs=2):
         device=torch.device("cpu"),
         seed=1,
         checkpoint_dir=checkpoint_dir,
-        channels_last=channels_last,
     )
 
 

@@ -203,7 +203,6 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
         dist: DistContext = SINGLE,
-        channels_last: bool | None = None,  # NHWC student and batches; None → cfg.channels_last
     ):
         if cfg.batch_size % dist.world_size:
             raise ConfigError(
@@ -211,10 +210,9 @@ class Trainer:
                 f"{dist.world_size} processes: pick a multiple of {dist.world_size}"
             )
         self.dist = dist
-        channels_last = cfg.channels_last if channels_last is None else channels_last
-        self.channels_last = channels_last
+        self.channels_last = cfg.channels_last
         self.student = student.to(device)
-        if channels_last:  # before DDP wraps it; 4-D weights only, the others are unchanged
+        if self.channels_last:  # before DDP wraps it; 4-D weights only, the others are unchanged
             self.student.to(memory_format=torch.channels_last)
         self.model: nn.Module = self.student  # what the loss calls: the student, or its DDP wrapper
         if dist.enabled:
