@@ -59,7 +59,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
 def machine() -> dict:
     import torch
 
-    cpu, mem_gib = platform.processor() or "cpu", None
+    cpu, mem_gib, cpuinfo = platform.processor() or "cpu", None, ""
     try:
         cpuinfo, meminfo = Path("/proc/cpuinfo").read_text(), Path("/proc/meminfo").read_text()
         cpu = next(x.split(":", 1)[1].strip() for x in cpuinfo.splitlines() if x.startswith("model name"))
@@ -76,6 +76,9 @@ def machine() -> dict:
 
     return {
         "cpu": cpu,
+        # the widest vector ISA torch's CPU kernels use (AVX512 parts with BF16 run bfloat16 natively; AVX2 emulates it)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo if cpuinfo else None,
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": mem_gib,

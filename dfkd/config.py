@@ -28,6 +28,16 @@ from dfkd.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
+# Field metadata of a *speed switch*: it changes speed or memory, never what a run computes (the same numbers up to
+# float rounding, which a test checks for each switch). ``semantic()`` leaves such fields out, so run ids, config
+# ids and synthetic-store names do not change when a user turns one on, and an interrupted run may resume with it.
+SPEED: Mapping[str, bool] = types.MappingProxyType({"speed": True})
+
+
+def speed_switch(default: Any) -> Any:
+    """A dataclass field with default ``default`` marked as a speed switch (see ``SPEED``)."""
+    return field(default=default, metadata=SPEED)
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -50,9 +60,9 @@ class DistillConfig:
     ce_weight: float = 0.0  # weight of CE to the image's label (target class for synthetic images)
     amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | off | bf16 | fp16
     eval_every: int = 1  # evaluate on the real test set every N epochs (and always at the last)
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = speed_switch(0)  # DataLoader workers
     sync_bn: bool = True  # several GPUs: SyncBatchNorm over the global batch (CUDA only; CPU ranks keep per-rank BN)
-    channels_last: bool = True  # student and batches in NHWC memory format (same numbers up to rounding, faster convs)
+    channels_last: bool = speed_switch(True)  # student and batches in NHWC memory format (faster convolutions)
 
 
 @dataclass(frozen=True)
@@ -107,9 +117,11 @@ class RunConfig:
     teacher_train: DistillConfig = TEACHER_RECIPE
     method_config: Any = None  # the method's Config instance (saved under the method's name)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "method_config"}
-        data[self.method] = to_plain(self.method_config) if self.method_config is not None else {}
+    def to_dict(self, *, speed_switches: bool = True) -> dict[str, Any]:
+        """Plain data, the method's config under the method's name; ``speed_switches=False`` drops ``SPEED`` fields."""
+        plain = to_plain if speed_switches else semantic
+        data = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "method_config"}
+        data[self.method] = plain(self.method_config) if self.method_config is not None else {}
         return data
 
     def save(self, path: str | Path) -> None:
@@ -133,6 +145,17 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def semantic(obj: Any) -> Any:
+    """``to_plain(obj)`` without the fields marked ``SPEED`` at any depth: what determines a run's results."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: semantic(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("speed")}
+    if isinstance(obj, (list, tuple)):
+        return [semantic(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: semantic(v) for k, v in obj.items()}
+    return to_plain(obj)
 
 
 def _unknown_key(key: str, valid: Iterable[str], where: str) -> ConfigError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 
@@ -13,8 +15,11 @@ from dfkd.config import (
     parse_set,
     replace_path,
     resolve_run_config,
+    semantic,
+    to_plain,
 )
 from dfkd.errors import ConfigError
+from dfkd.methods import create_method
 
 
 def test_defaults_are_the_dataclass_defaults_without_preset(monkeypatch, tmp_path):
@@ -126,3 +131,72 @@ def test_unknown_method_and_dataset_say_did_you_mean():
         resolve_run_config(method="noise_dk", dataset="digits")
     with pytest.raises(UnknownNameError, match="Did you mean: digits"):
         resolve_run_config(method="noise_kd", dataset="digit")
+
+
+# -- speed switches: they change speed or memory, never results, so they never name a run or a store ----------
+_OTHER_VALUE = {"attention": "sliced", "max_batch": 2, "num_workers": 2}  # non-bool switches: another valid value
+
+
+def _speed_switches(obj, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, a different valid value) of every ``SPEED`` field inside a config dataclass."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("speed"):
+            if isinstance(value, bool):
+                out.append((prefix + f.name, not value))
+            else:
+                assert f.name in _OTHER_VALUE, f"add another valid value of the new speed switch {f.name!r} here"
+                out.append((prefix + f.name, _OTHER_VALUE[f.name]))
+        elif dataclasses.is_dataclass(value):
+            out += _speed_switches(value, f"{prefix}{f.name}.")
+    return out
+
+
+def _ids(cfg: RunConfig) -> tuple[str, str, str]:
+    from types import SimpleNamespace
+
+    from dfkd.benchmark.runner import config_id_for, run_id_for, store_key
+    from dfkd.hashing import stable_hash
+
+    method = create_method(cfg.method, **to_plain(cfg.method_config))
+    synth = SimpleNamespace(identity=lambda: {"backend": "fixed"})  # the backend's own identity is tested apart
+    teacher = SimpleNamespace(name="resnet20", path=None)
+    return config_id_for(cfg), run_id_for(cfg), stable_hash(store_key(cfg, method, synth, teacher, "resnet8"))
+
+
+@pytest.mark.parametrize("method", ["diffdfkd", "prism", "deepinversion"])
+def test_speed_switches_leave_run_ids_and_store_names_alone(method):
+    base = resolve_run_config(method=method, dataset="digits")
+    switches = [(f"distill.{k}", v) for k, v in _speed_switches(base.distill)]
+    switches += [(f"{method}.{k}", v) for k, v in _speed_switches(base.method_config)]
+    names = {k.rsplit(".", 1)[-1] for k, _ in switches}
+    assert {"num_workers", "channels_last"} <= names
+    if method != "deepinversion":
+        assert {"cfg_batch", "prompt_cache", "max_batch", "attention", "compile", "gradient_checkpointing"} <= names
+    ids = _ids(base)
+    for key, value in switches:
+        flipped = resolve_run_config(method=method, dataset="digits", sets=[f"{key}={value}"])
+        assert flipped != base
+        assert _ids(flipped) == ids, key
+    # what does change the results still changes the ids: the method's settings all three, the student's recipe
+    # the run's (and the store's only where the synthetic set depends on the student, as DeepInversion's does)
+    semantic_sets = [f"{method}.batch_size=12"] + (
+        [f"{method}.generator.dtype=bfloat16"] if method != "deepinversion" else []
+    )
+    for item in semantic_sets:
+        changed = _ids(resolve_run_config(method=method, dataset="digits", sets=[item]))
+        assert all(a != b for a, b in zip(changed, ids)), item
+    changed = _ids(resolve_run_config(method=method, dataset="digits", sets=["distill.lr=0.02"]))
+    assert changed[0] != ids[0] and changed[1] != ids[1]
+    store_follows_student = create_method(method).store_depends_on_student()
+    assert (changed[2] != ids[2]) == store_follows_student
+
+
+def test_semantic_drops_speed_fields_at_any_depth():
+    from dfkd.synthesis.diffusion import GeneratorConfig
+
+    plain = semantic({"d": DistillConfig(), "g": [GeneratorConfig()]})
+    assert "channels_last" not in plain["d"] and "num_workers" not in plain["d"] and plain["d"]["lr"] == 0.1
+    assert set(plain["g"][0]) == {"path", "revision", "variant", "dtype", "scheduler", "resolution"}
+    assert RunConfig().to_dict()["distill"]["channels_last"] is True  # the saved config keeps every field

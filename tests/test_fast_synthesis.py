@@ -91,10 +91,30 @@ def test_the_switches_change_the_calls():
         assert {type(p).__name__ for p in used} == {processor}
 
 
-@pytest.mark.parametrize("switch", ["max_batch", "cfg_batch", "prompt_cache", "attention", "channels_last"])
+# every speed switch of GeneratorConfig but compile (tested below without compiling) at a setting the naive mode lacks
+SWITCHED = {
+    "max_batch": None,
+    "cfg_batch": True,
+    "prompt_cache": True,
+    "attention": "sdpa",
+    "channels_last": True,
+    "vae_slicing": True,
+    "gradient_checkpointing": True,
+}
+
+
+def test_every_speed_switch_is_covered():
+    """Each field marked ``SPEED`` (left out of run ids and store names) has its numbers checked here."""
+    speed = {f.name for f in dataclasses.fields(GeneratorConfig) if f.metadata.get("speed")}
+    assert speed == set(SWITCHED) | {"compile"}
+    assert set(NAIVE_SWITCHES) - {"dtype"} <= speed  # dtype changes the numbers: it names the store
+
+
+@pytest.mark.parametrize("switch", [*SWITCHED, "attention=sliced"])
 def test_each_switch_alone_keeps_the_numbers(switch):
     """Naive with one switch made fast: the same ε, decode and gradient w.r.t. the latent as the naive mode."""
-    one = dataclasses.replace(NAIVE, **{switch: getattr(FAST, switch)})
+    name, _, value = switch.partition("=")
+    one = dataclasses.replace(NAIVE, **{name: value or SWITCHED[name]})
     results = []
     for cfg in (NAIVE, one):
         be = DiffusionBackend.from_config(cfg)

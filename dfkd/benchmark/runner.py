@@ -25,7 +25,7 @@ from torch import nn
 from dfkd.benchmark.progress import Reporter
 from dfkd.benchmark.records import RunRecord, environment, run_dir
 from dfkd.benchmark.teachers import TeacherRef, build_teacher, resolve_teacher, teacher_accuracy, test_loader
-from dfkd.config import RunConfig, to_plain
+from dfkd.config import RunConfig, semantic
 from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import UserError
 from dfkd.hashing import stable_hash
@@ -46,9 +46,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def config_id_for(cfg: RunConfig, *, with_seed: bool = False) -> str:
-    """Hash of everything that changes results (not the output folder, device, data root or workers)."""
-    data = {k: v for k, v in cfg.to_dict().items() if k not in NON_SEMANTIC and (with_seed or k != "seed")}
-    data["distill"] = {k: v for k, v in data["distill"].items() if k != "num_workers"}
+    """Hash of everything that changes results: not the output folder, device, data root, diagnostics or any
+    speed switch (``dfkd.config.SPEED``: workers, channels_last, the generator's batching and attention, ...)."""
+    data = cfg.to_dict(speed_switches=False)
+    data = {k: v for k, v in data.items() if k not in NON_SEMANTIC and (with_seed or k != "seed")}
     return stable_hash(data, n=8)
 
 
@@ -66,7 +67,7 @@ def store_key(cfg: RunConfig, method: Method, synth: Synthesizer, teacher: Teach
     key = {
         "method": cfg.method,
         "method_version": method.card.version,
-        "config": to_plain(method.config),
+        "config": semantic(method.config),  # speed switches left out: they do not change the images
         "dataset": cfg.dataset,
         "teacher": teacher.name,
         "teacher_weights": file_digest(teacher.path) if teacher.path else teacher.name,
@@ -75,7 +76,7 @@ def store_key(cfg: RunConfig, method: Method, synth: Synthesizer, teacher: Teach
     }
     if method.store_depends_on_student():
         key["student"] = student
-        key["distill"] = to_plain(cfg.distill)
+        key["distill"] = semantic(cfg.distill)
     return key
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dfkd.config import speed_switch
 from dfkd.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ TINY_UNET_CONFIG: dict[str, Any] = {
     "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
     "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
     "cross_attention_dim": 32,
-    "attention_head_dim": 4,
+    "attention_head_dim": 2,  # heads (diffusers' name): 16-wide at 32 channels; 8-wide heads cost 30 % more on CPU
     "norm_num_groups": 32,
 }
 TINY_VAE_CONFIG: dict[str, Any] = {
@@ -100,7 +101,7 @@ TINY_TEXT_CONFIG: dict[str, Any] = {
     "pad_token_id": 1,
     "projection_dim": 32,
 }
-TINY_VERSION = 1  # bump when a tiny config above changes: it names synthetic stores through identity()
+TINY_VERSION = 2  # bump when a tiny config above changes: it names synthetic stores through identity()
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _SCHEDULERS = ("ddpm", "ddim")
@@ -118,14 +119,18 @@ class GeneratorConfig:
     dtype: str = "float16"  # float16 | bfloat16 | float32 for U-Net / VAE / text encoder; float16 on CPU → float32
     scheduler: str = "ddpm"  # ddpm | ddim; its config comes from the model's scheduler/ folder (DDPM for DiffDFKD)
     resolution: int | None = None  # image side; None → native (unet.config.sample_size × VAE scale factor)
-    attention: str = "sdpa"  # sdpa (torch scaled_dot_product_attention) | eager (matmul + softmax) | sliced (slicing)
-    vae_slicing: bool = False  # decode one image at a time ("enable_vae_slicing" in diffusers)
-    gradient_checkpointing: bool = False  # U-Net and VAE decoder: less memory when the guidance gradient flows back
-    channels_last: bool = False  # U-Net and VAE in torch.channels_last memory format
-    cfg_batch: bool = True  # CFG as one U-Net call on [z, z] with [uncond, cond]; False: two calls (naive)
-    prompt_cache: bool = True  # text embeddings computed once per prompt (LRU); False: text encoder on every call
-    max_batch: int | None = None  # latents per U-Net / VAE call: None = the whole batch, 1 = one trajectory per call
-    compile: bool = False  # torch.compile the U-Net and the VAE decoder (minutes of compiling; for long runs)
+    # Speed switches (``dfkd.config.SPEED``): how the work is batched and laid out, never what is computed (the same
+    # numbers up to float rounding, tests/test_fast_synthesis.py), so they are left out of run ids and store names.
+    # sdpa (torch scaled_dot_product_attention) | eager (matmul + softmax) | sliced (diffusers' attention slicing)
+    attention: str = speed_switch("sdpa")
+    vae_slicing: bool = speed_switch(False)  # decode one image at a time ("enable_vae_slicing" in diffusers)
+    # U-Net and VAE decoder recompute activations in the backward: less memory while the guidance gradient flows
+    gradient_checkpointing: bool = speed_switch(False)
+    channels_last: bool = speed_switch(False)  # U-Net and VAE in torch.channels_last memory format
+    cfg_batch: bool = speed_switch(True)  # CFG as one U-Net call on [z, z] with [uncond, cond]; False: two calls
+    prompt_cache: bool = speed_switch(True)  # text embeddings once per prompt (LRU); False: encoder on every call
+    max_batch: int | None = speed_switch(None)  # latents per U-Net / VAE call: None = the whole batch, 1 = one each
+    compile: bool = speed_switch(False)  # torch.compile the U-Net and the VAE decoder (minutes; for long runs)
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
