@@ -132,6 +132,11 @@ def summary(by_group: dict[str, list[dict]]) -> list[str]:
         if group[0]["benchmark"] != "synthesis":
             continue
         for r in group:
+            if r.get("variant") == "optimised" and "skipped" in r:
+                out.append(
+                    f"- guided synthesis ({r['method']}, `{r['generator']}`, {r['dtype']}): "
+                    f"not measured, {r['skipped']}"
+                )
             if r.get("variant") == "optimised" and "speedup_vs_naive" in r:
                 verdict = "met" if r["speedup_vs_naive"] >= 2 else "NOT met"
                 out.append(
@@ -183,7 +188,7 @@ def render(rows: list[dict], info: dict) -> str:
             continue
         lines += [f"## {title}", "", f"`{group[0]['command']}`", ""]
         if group[0]["benchmark"] == "synthesis":
-            first = next((r for r in group if "error" not in r), group[0])
+            first = next((r for r in group if "error" not in r and "skipped" not in r), group[0])
             lines.append(
                 f"{first.get('method')} on `{first.get('generator')}` at {first.get('resolution')}², "
                 f"{first.get('steps')} steps, batch {first.get('batch')} trajectories of one class, "
@@ -192,8 +197,20 @@ def render(rows: list[dict], info: dict) -> str:
             lines.append("")
             table = []
             for r in group:
-                if "error" in r:
-                    table.append([r["variant"], r.get("batch"), "", "", "", "", "", "", r["error"]])
+                if "error" in r or "skipped" in r:
+                    table.append(
+                        [
+                            f"`{r['variant']}`",
+                            r.get("dtype", ""),
+                            "",
+                            "",
+                            "",
+                            "",
+                            "",
+                            "",
+                            r.get("error") or r["skipped"],
+                        ]
+                    )
                     continue
                 table.append(
                     [

@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -149,6 +150,19 @@ def measure(job: dict) -> dict:
     }
 
 
+def cpu_has_native_bf16() -> bool | None:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX); None where /proc/cpuinfo is not there.
+
+    Without it torch emulates bfloat16 on the CPU, several times slower than float32: such a row would measure the
+    emulation, not the switch.
+    """
+    try:
+        flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def run_isolated(job: dict) -> dict:
     """``measure(job)`` in a fresh Python process (its own peak memory, no warm caches from other rows)."""
     proc = subprocess.run(
@@ -179,6 +193,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3, help="timed units per row (the median is reported)")
+    p.add_argument(
+        "--emulated-bf16", action="store_true", help="run bfloat16 rows on a CPU without native bfloat16 too"
+    )
     p.add_argument("--job", help=argparse.SUPPRESS)  # internal: one row, in this process
     args = p.parse_args()
     if args.job:
@@ -216,6 +233,16 @@ def main() -> None:
         switch = variant.partition("+")[2] or variant.partition("-")[2]
         if switch and generator_for("naive", optimised)[switch] == optimised[switch]:
             print(f"# {variant}: {switch} is the same in naive and optimised here; skipped", file=sys.stderr)
+            continue
+        if (
+            generator["dtype"] == "bfloat16"
+            and args.device == "cpu"
+            and not args.emulated_bf16
+            and cpu_has_native_bf16() is False
+        ):
+            reason = "skipped: this CPU has no native bfloat16 (AVX512-BF16/AMX), torch emulates it (--emulated-bf16)"
+            row = {"benchmark": "synthesis", "method": args.method, "variant": variant, "generator": args.generator}
+            print(json.dumps({**row, "batch": batch, "dtype": "bfloat16", "skipped": reason}), flush=True)
             continue
         job = {
             "method": args.method,
