@@ -125,6 +125,11 @@ def _switches(row: dict) -> str:
     return ", ".join(on)
 
 
+def _reason(row: dict) -> str:
+    """Why a row was not measured (rows written before the wording change start with "skipped: ")."""
+    return row["skipped"].removeprefix("skipped: ")
+
+
 def summary(by_group: dict[str, list[dict]]) -> list[str]:
     """One line per target of the performance issue, from the measured rows."""
     out = []
@@ -134,8 +139,7 @@ def summary(by_group: dict[str, list[dict]]) -> list[str]:
         for r in group:
             if r.get("variant") == "optimised" and "skipped" in r:
                 out.append(
-                    f"- guided synthesis ({r['method']}, `{r['generator']}`, {r['dtype']}): "
-                    f"not measured, {r['skipped']}"
+                    f"- guided synthesis ({r['method']}, `{r['generator']}`, {r['dtype']}): not measured: {_reason(r)}"
                 )
             if r.get("variant") == "optimised" and "speedup_vs_naive" in r:
                 verdict = "met" if r["speedup_vs_naive"] >= 2 else "NOT met"
@@ -208,7 +212,7 @@ def render(rows: list[dict], info: dict) -> str:
                             "",
                             "",
                             "",
-                            r.get("error") or r["skipped"],
+                            r.get("error") or f"skipped: {_reason(r)}",
                         ]
                     )
                     continue
