@@ -177,3 +177,46 @@ def test_prism_filter_stats_reach_the_record_and_survive_a_cache_hit(tmp_path, d
     assert first.extra["prism/shortfall"] == 20 - first.extra["prism/kept"]
     again = run(_cfg(tmp_path, "prism", *sets, "distill.epochs=2"), reporter=Reporter(quiet=True))  # same store
     assert again.store == first.store and again.extra["prism/shortfall"] == first.extra["prism/shortfall"]
+
+
+def test_a_run_resumed_with_other_speed_switches_is_the_same_run_and_store(tmp_path, digits_teacher, monkeypatch):
+    """Speed switches are not part of the run id or the store name: a synthesis killed under the defaults resumes
+    under the naive switches into the same run folder and store, without losing or repeating a unit."""
+    from dfkd.methods import diffdfkd
+
+    small = ["trajectories_per_class=2", "batch_size=2", "num_steps=2", "keep_intermediate=false"]
+    cfg = _cfg(tmp_path, "diffdfkd", *small)
+    original = diffdfkd.DiffDFKDSynthesizer.generate
+    made: list[str] = []
+
+    def killed_at_the_fourth(self, unit, student=None):
+        if len(made) == 3:
+            raise KeyboardInterrupt
+        made.append(unit.id)
+        return original(self, unit, student)
+
+    monkeypatch.setattr(diffdfkd.DiffDFKDSynthesizer, "generate", killed_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, reporter=Reporter(quiet=True))
+    resumed: list[str] = []
+
+    def counted(self, unit, student=None):
+        resumed.append(unit.id)
+        return original(self, unit, student)
+
+    monkeypatch.setattr(diffdfkd.DiffDFKDSynthesizer, "generate", counted)
+    switched = [
+        "generator.max_batch=1",
+        "generator.cfg_batch=false",
+        "generator.prompt_cache=false",
+        "generator.attention=eager",
+        "distill.channels_last=false",
+    ]
+    resumed_cfg = _cfg(tmp_path, "diffdfkd", *small, *switched)
+    assert resumed_cfg.method_config.generator.max_batch == 1 and not resumed_cfg.distill.channels_last
+    record = run(resumed_cfg, reporter=Reporter(quiet=True))
+    assert len(list((tmp_path / "runs").rglob("config.yaml"))) == 1  # one run folder, not two
+    assert sorted(resumed) == sorted(set(resumed)) and not set(resumed) & set(made)  # only the missing units
+    assert len(made) + len(resumed) == 10
+    store = SyntheticStore.open_existing(record.store)
+    assert sorted(store.units()) == sorted(made + resumed) and record.num_synthetic_images == 20
