@@ -93,9 +93,7 @@ def main() -> None:
     device = torch.device(args.device)
     spec = get_dataset(args.dataset)
     run_cfg = resolve_run_config(method="diffdfkd", dataset=args.dataset)
-    from dataclasses import replace
-
-    cfg = replace(run_cfg.distill, epochs=args.epochs)
+    cfg = dataclasses.replace(run_cfg.distill, epochs=args.epochs)
     torch.manual_seed(0)
     teacher = create_model(spec.default_teacher, spec.num_classes).to(device).eval().requires_grad_(False)
     student = create_model(spec.default_student, spec.num_classes)

@@ -59,10 +59,11 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
 def machine() -> dict:
     import torch
 
-    cpu, mem_gib, cpuinfo = platform.processor() or "cpu", None, ""
+    from dfkd.benchmark.records import cpu_info
+
+    mem_gib = None
     try:
-        cpuinfo, meminfo = Path("/proc/cpuinfo").read_text(), Path("/proc/meminfo").read_text()
-        cpu = next(x.split(":", 1)[1].strip() for x in cpuinfo.splitlines() if x.startswith("model name"))
+        meminfo = Path("/proc/meminfo").read_text()
         kib = next(int(x.split()[1]) for x in meminfo.splitlines() if x.startswith("MemTotal"))
         mem_gib = round(kib / 2**20, 1)
     except (OSError, StopIteration):
@@ -75,10 +76,9 @@ def machine() -> dict:
     import diffusers
 
     return {
-        "cpu": cpu,
-        # the widest vector ISA torch's CPU kernels use (AVX512 parts with BF16 run bfloat16 natively; AVX2 emulates it)
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_bf16": "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo if cpuinfo else None,
+        "cpu": cpu_info()["name"],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the widest vector ISA torch's CPU kernels use
+        "cpu_bf16": cpu_info()["bf16"],  # native bfloat16 (AVX512-BF16/AMX); otherwise torch emulates it
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": mem_gib,
@@ -137,16 +137,17 @@ def summary(by_group: dict[str, list[dict]]) -> list[str]:
         if group[0]["benchmark"] != "synthesis":
             continue
         for r in group:
-            if r.get("variant") == "optimised" and "skipped" in r:
-                out.append(
-                    f"- guided synthesis ({r['method']}, `{r['generator']}`, {r['dtype']}): not measured: {_reason(r)}"
-                )
-            if r.get("variant") == "optimised" and "speedup_vs_naive" in r:
+            if r.get("variant") != "optimised":
+                continue
+            label = f"- guided synthesis ({r['method']}, `{r['generator']}`, {r['dtype']}):"
+            if "skipped" in r:
+                out.append(f"{label} not measured: {_reason(r)}")
+            elif "speedup_vs_naive" in r:
                 verdict = "met" if r["speedup_vs_naive"] >= 2 else "NOT met"
+                naive = r["trajectories_per_s"] / r["speedup_vs_naive"]
                 out.append(
-                    f"- guided synthesis ({r['method']}, `{r['generator']}`, {r['dtype']}): optimised "
-                    f"{r['trajectories_per_s']} vs naive {r['trajectories_per_s'] / r['speedup_vs_naive']:.4g} "
-                    f"trajectories/s = **{r['speedup_vs_naive']:.2f}×** (target ≥ 2×: {verdict})"
+                    f"{label} optimised {r['trajectories_per_s']} vs naive {naive:.4g} trajectories/s = "
+                    f"**{r['speedup_vs_naive']:.2f}×** (target ≥ 2×: {verdict})"
                 )
     for r in by_group.get("kd", []):
         if r["source"] == "store" and r.get("channels_last", True):

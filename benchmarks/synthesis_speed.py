@@ -33,15 +33,15 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+
+from dfkd.benchmark.records import cpu_info
 
 SWITCHES = ("max_batch", "cfg_batch", "prompt_cache", "attention", "channels_last", "dtype", "compile")
 
@@ -68,17 +68,6 @@ def generator_for(variant: str, optimised: dict) -> dict:
             f"unknown variant {variant!r}: naive, optimised, naive+SWITCH or optimised-SWITCH ({', '.join(SWITCHES)})"
         )
     return {**naive, switch: optimised[switch]} if sign == "+" else {**optimised, switch: naive[switch]}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def measure(job: dict) -> dict:
@@ -133,7 +122,7 @@ def measure(job: dict) -> dict:
         "generator": generator["path"],
         "resolution": synth.backend.resolution,
         "dataset": job["dataset"],
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["name"],
         "threads": torch.get_num_threads(),
         "dtype": str(synth.backend.dtype).removeprefix("torch."),
         "switches": {k: generator[k] for k in (*SWITCHES, "gradient_checkpointing") if k in generator},
@@ -148,19 +137,6 @@ def measure(job: dict) -> dict:
         "seconds_per_step": round(seconds / steps, 4),
         "peak_memory_mib": round(peak_memory_mib(device), 1),
     }
-
-
-def cpu_has_native_bf16() -> bool | None:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX); None where /proc/cpuinfo is not there.
-
-    Without it torch emulates bfloat16 on the CPU, several times slower than float32: such a row would measure the
-    emulation, not the switch.
-    """
-    try:
-        flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def run_isolated(job: dict) -> dict:
@@ -210,6 +186,8 @@ def main() -> None:
     ablation = ["naive", *(f"naive+{s}" for s in SWITCHES)] if args.ablate else []
     variants = list(dict.fromkeys(args.variants + ablation))
     variants.sort(key=lambda v: v != "naive")  # the naive row first: the others are divided by it
+    # bfloat16 that torch only emulates on this CPU would measure the emulation, not the switch
+    skip_bf16 = args.device == "cpu" and not args.emulated_bf16 and cpu_info()["bf16"] is False
     naive_speed: dict[int, float] = {}
     measured: set[str] = set()  # (batch, generator) already measured: --dtype A B repeats only what changes
     for batch, dtype, ckpt, variant in itertools.product(args.batch, args.dtype, args.checkpointing, variants):
@@ -234,12 +212,7 @@ def main() -> None:
         if switch and generator_for("naive", optimised)[switch] == optimised[switch]:
             print(f"# {variant}: {switch} is the same in naive and optimised here; skipped", file=sys.stderr)
             continue
-        if (
-            generator["dtype"] == "bfloat16"
-            and args.device == "cpu"
-            and not args.emulated_bf16
-            and cpu_has_native_bf16() is False
-        ):
+        if generator["dtype"] == "bfloat16" and skip_bf16:
             reason = "this CPU has no native bfloat16 (AVX512-BF16/AMX), torch emulates it (--emulated-bf16 runs it)"
             row = {"benchmark": "synthesis", "method": args.method, "variant": variant, "generator": args.generator}
             print(json.dumps({**row, "batch": batch, "dtype": "bfloat16", "skipped": reason}), flush=True)

@@ -7,6 +7,7 @@ student names containing ``/`` (zoo models) are written with ``__`` in the path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -102,6 +103,24 @@ def git_hash() -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+@functools.cache
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and whether it computes bfloat16 natively (AVX512-BF16 or AMX flag; None where
+    /proc/cpuinfo is not there). Without native support torch emulates bfloat16, several times slower than float32."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's entries
+    except OSError:
+        pass
+    flags = fields.get("flags")
+    return {
+        "name": fields.get("model name") or platform.processor() or "cpu",
+        "bf16": None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags.split())),
+    }
 
 
 def environment(device: Any = None) -> dict[str, Any]:

@@ -13,10 +13,8 @@ runs under ``no_grad`` and guidance needs the gradient of a teacher loss w.r.t. 
 Dtypes: the U-Net, VAE and text encoder run in ``config.dtype`` (inputs are cast inside the methods);
 every tensor handed back is float32, so the caller's teacher loss and latent update are float32.
 
-Speed switches (``GeneratorConfig``; each keeps the numbers up to float rounding, tests/test_fast_synthesis.py):
-``cfg_batch`` (one U-Net call for both CFG branches), ``prompt_cache`` (text embeddings once per prompt),
-``max_batch`` (how many trajectories share a U-Net / VAE call), ``attention`` (SDPA or eager), ``channels_last``,
-``compile`` (``torch.compile``). ``naive_config`` switches all of them to the slow baseline that
+Speed switches are the ``GeneratorConfig`` fields declared with ``speed_switch``: each keeps the numbers up to
+float rounding (tests/test_fast_synthesis.py). ``naive_config`` sets them (and the dtype) to the slow baseline that
 benchmarks/synthesis_speed.py measures every optimisation against.
 
 ``GeneratorConfig(path="tiny")`` builds a small random model from configs written in this file
@@ -33,7 +31,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +160,6 @@ NAIVE_SWITCHES: dict[str, Any] = {
 
 def naive_config(config: GeneratorConfig) -> GeneratorConfig:
     """``config`` with every speed switch at its naive setting (``NAIVE_SWITCHES``); model and schedule kept."""
-    from dataclasses import replace
-
     return replace(config, **NAIVE_SWITCHES)
 
 
