@@ -3,7 +3,10 @@
     python benchmarks/digits_table.py                 # seed 0, all built-in methods
     python benchmarks/digits_table.py --seeds 0 1 2   # mean/std over seeds
 
-Each cell is an ordinary `bench run` (same presets, same records); finished records are reused.
+Each cell is an ordinary `bench run` (same presets, same records); finished records are reused. At the end it
+prints a compact Markdown table (the README's): last-epoch top-1 mean ± std, best epoch, images, the synthetic
+set's precision / recall / density / coverage / teacher FD, the teacher's agreement with the target class, and
+synthesis + distillation seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +46,34 @@ def main() -> None:
     df = build_leaderboard(records, dataset="digits", reference=load_reference())
     for path in write_leaderboard(df, Path(args.out) / "leaderboard-digits.csv"):
         print(path)
+    print(summary_markdown(df))
+
+
+def _cell(value, fmt: str = "{:.2f}") -> str:
+    import math
+
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def summary_markdown(df) -> str:
+    """The README's table: one row per measured method."""
+    head = (
+        "| method | top-1 (last), mean ± std | best | seeds | images | precision | recall | density | coverage "
+        "| teacher FD | teacher agrees | synthesis s | distill s |\n|" + "---|" * 13
+    )
+    rows = [head]
+    for _, r in df[df["kind"] == "measured"].iterrows():
+        std = r.get("student_top1_std")
+        top1 = _cell(r["student_top1_mean"]) + (f" ± {_cell(std)}" if std == std and std is not None else "")
+        images = "real train split" if r["method"] == "real_kd" else _cell(r["num_synthetic_images"], "{:.0f}")
+        rows.append(
+            f"| {r['method']} | {top1} | {_cell(r['student_top1_best_mean'])} | {int(r['n_seeds'])} | {images} "
+            f"| {_cell(r.get('precision_mean'))} | {_cell(r.get('recall_mean'))} | {_cell(r.get('density_mean'))} "
+            f"| {_cell(r.get('coverage_mean'))} | {_cell(r.get('teacher_fd_mean'))} "
+            f"| {_cell(r.get('synthetic/teacher_target_top1'), '{:.1f} %')} "
+            f"| {_cell(r['synthesis_seconds_mean'], '{:.0f}')} | {_cell(r['distill_seconds_mean'], '{:.0f}')} |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,17 @@ def file_digest(path: str | os.PathLike[str], n: int = 16) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()[:n]
+
+
+def folder_digest(path: str | os.PathLike[str], n: int = 16) -> str:
+    """First ``n`` hex digits of a sha256 over every file of a folder (relative POSIX paths, sorted, with each
+    file's sha256): the content identity of a model folder, independent of where it lies."""
+    root = os.fspath(path)
+    entries = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            entries.append([os.path.relpath(full, root).replace(os.sep, "/"), file_digest(full, 64)])
+    if not entries:
+        raise ValueError(f"{root} holds no files")
+    return stable_hash(sorted(entries), n)

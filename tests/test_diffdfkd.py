@@ -42,7 +42,7 @@ def _loss_at(synth, z, t, label=3):
     be = synth.backend
     cond, uncond = be.encode_prompts([synth.prompt_for(label)]), be.encode_prompts([""])
     labels = torch.full((z.shape[0],), label)
-    with BNStatistics(synth.teacher) as bn:
+    with BNStatistics(synth.teacher, per_image=True) as bn:
         return synth.guidance_loss(z, t, cond, uncond, labels, bn)[0]
 
 
@@ -69,17 +69,65 @@ def test_guided_step_equals_hand_computed_update():
     x0 = (zz - (1 - ab).sqrt() * eps) / ab.sqrt()
     img = (be.vae.decode(x0 / be.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
     x = teacher_view(img, synth.spec)
-    with BNStatistics(synth.teacher) as bn:
-        logits = synth.teacher(x)
-        loss = 0.1 * bn.loss() + 1.0 * F.cross_entropy(logits, torch.tensor([3, 3]))
+    # per trajectory (the released code's batch of one): each image's own BN statistics, losses summed
+    loss = 0
+    for i in range(2):
+        with BNStatistics(synth.teacher) as bn:
+            logits = synth.teacher(x[i : i + 1])
+            loss = loss + 0.1 * bn.loss() + 1.0 * F.cross_entropy(logits, torch.tensor([3]))
     (grad,) = torch.autograd.grad(loss, zz)
     expected = z - grad
 
     labels = torch.tensor([3, 3])
-    with BNStatistics(synth.teacher) as bn:
+    with BNStatistics(synth.teacher, per_image=True) as bn:
         got, logs = guided_update(z, lambda v: synth.guidance_loss(v, t, cond, uncond, labels, bn))
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert logs["loss"] == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_guidance_on_one_latent_does_not_depend_on_its_batch():
+    """The gradient on latent 0 is the same alone and in a batch of 8 (CutMix is not part of the gradient)."""
+    synth = _synth(_teacher(0))
+    be = synth.backend
+    t = be.timesteps(5)[1]
+    z8 = be.initial_latents(8, torch.Generator().manual_seed(2))
+    alone = z8[:1].clone().requires_grad_(True)
+    batch = z8.clone().requires_grad_(True)
+    (g1,) = torch.autograd.grad(_loss_at(synth, alone, t), alone)
+    (g8,) = torch.autograd.grad(_loss_at(synth, batch, t), batch)
+    assert g1.abs().sum() > 0
+    assert torch.allclose(g1[0], g8[0], atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="per_image=True"), BNStatistics(synth.teacher) as bn:
+        cond = be.encode_prompts(["x"])
+        synth.guidance_loss(batch, t, cond, cond, torch.zeros(8, dtype=torch.long), bn)
+
+
+def test_kept_intermediate_is_the_image_the_guidance_scored():
+    """Released order: the x̂0 decode kept at a cadence step is the one the teacher scored before the update."""
+    synth = _synth(_teacher(0), num_steps=10)
+    unit = synth.plan()[0]
+    scored = []
+    original = synth.guidance_terms
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        scored.append(out[2].detach().clone())
+        return out
+
+    synth.guidance_terms = spy
+    out = synth.generate(unit)
+    steps = out.extras["step"].tolist()
+    for step in sorted(set(steps) - {10}):
+        kept = out.images[torch.tensor(steps) == step]
+        assert torch.equal(kept, scored[step]), f"step {step}"
+
+
+def test_online_adversary_plan_interleaves_classes():
+    synth = _synth(_teacher(0), adv_weight=1.0, trajectories_per_class=4, batch_size=2)
+    units = synth.plan()
+    assert [u.label for u in units[:10]] == list(range(10)) and [u.index for u in units] == list(range(len(units)))
+    plain = {u.id: u.seed for u in _synth(_teacher(0), trajectories_per_class=4, batch_size=2).plan()}
+    assert {u.id: u.seed for u in units} == plain
 
 
 def test_latent_cutmix_replaces_exactly_the_box_from_the_partner():

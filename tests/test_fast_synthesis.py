@@ -172,7 +172,7 @@ def test_teacher_loss_stays_float32_with_a_bfloat16_generator():
     z = be.initial_latents(3, torch.Generator().manual_seed(0)).requires_grad_(True)
     seen = []
     handle = synth.teacher.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
-    with BNStatistics(synth.teacher) as bn:
+    with BNStatistics(synth.teacher, per_image=True) as bn:
         loss, _ = synth.guidance_loss(z, t, cond, uncond, torch.full((3,), 2), bn)
     handle.remove()
     (grad,) = torch.autograd.grad(loss, z)

@@ -21,6 +21,7 @@ VERBS = {
     "suite": "dfkd.cli.suite",
     "report": "dfkd.cli.report",
     "compare": "dfkd.cli.compare",
+    "generator": "dfkd.cli.generator",
 }
 
 

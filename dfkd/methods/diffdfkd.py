@@ -8,14 +8,16 @@ of size 1 before the scheduler's step::
 
     ε      = ε_u + s·(ε_c − ε_u)                                  (one batched CFG U-Net call on z_t)
     x̂0     = (z_t − sqrt(1−ᾱ_t)·ε) / sqrt(ᾱ_t);   x = normalise(resize(D(x̂0)))
-    L      = bn·L_bn(f, x) + ce·CE(f(x), y) + adv·L_adv(s(x), f(x))
+    L      = Σ_i bn·L_bn(f, x_i) + ce·CE(f(x_i), y) + adv·L_adv(s(x_i), f(x_i))     (per trajectory, summed)
     z_t    ← z_t − ∇_{z_t} L
     z_t    ← LatentCutMix(z_t)                         at i % (N//5) == 0, 0 < i < N−1
     z_{t−1} = scheduler.step(ε'(z_t), t, z_t)          ε' from a second U-Net pass on the updated z_t
 
-``L_bn`` is the BatchNorm-statistics loss (Yin et al. 2020), ``L_adv`` the decision-adversarial term
-of Fast/CMI against an online student. Images kept per trajectory: the x̂0 decodes at the N//5
-cadence (4) and the final decode of z_0 (1).
+``L_bn`` is the BatchNorm-statistics loss (Yin et al. 2020) on each image's own feature statistics, ``L_adv`` the
+decision-adversarial term of Fast/CMI against an online student. The released code guides one latent at a time;
+summing per-image terms gives every trajectory that same step whatever the batch (batching buys speed and CutMix
+partners only). Images kept per trajectory: the x̂0 decodes the guidance scored at the N//5 cadence (4, before
+that step's update, the released order) and the final decode of z_0 (1).
 
 Follows the paper's pipeline figure where the released code differs (see docs/methods/diffdfkd.md):
 x̂0 is computed WITH gradient (the released code's ``no_grad`` leaves the latent unguided), batches
@@ -26,6 +28,7 @@ decode of z_0, labels are class indices (not lexicographic folder order).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,9 +158,16 @@ class DiffDFKDSynthesizer(Synthesizer):
 
     # -- plan ---------------------------------------------------------------------------------
     def plan(self) -> list[SynthesisUnit]:
-        return trajectory_units(
+        """Units (class × batch of trajectories). With the online adversary the plan is interleaved by class
+        (batch 0 of every class, then batch 1, ...), so each round between two adversary sessions covers every
+        class; without it, class by class (unit seeds depend only on the unit id, so the images are the same)."""
+        units = trajectory_units(
             self.spec.num_classes, self.cfg.trajectories_per_class, self.cfg.batch_size, self.ctx.seed
         )
+        if self.cfg.adv_weight > 0:
+            units = sorted(units, key=lambda u: (u.id.split("-b")[1], u.label))
+            units = [dataclasses.replace(u, index=k) for k, u in enumerate(units)]
+        return units
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.backend.identity(), "input_size": self.spec.input_size}
@@ -193,21 +203,24 @@ class DiffDFKDSynthesizer(Synthesizer):
         n = len(timesteps)
         kept: list[tuple[int, Tensor]] = []  # (step index, images (B, 3, S, S))
         logs: dict[str, float] = {}
-        with BNStatistics(self.teacher) as bn:
+        scored: dict[str, Tensor] = {}  # the x̂0 decode the guidance pass showed the teacher at this step
+        with BNStatistics(self.teacher, per_image=True) as bn:
             for i, t in enumerate(timesteps):
                 if i < n - 1:  # guidance at every step but the last
 
                     def objective(z_t: Tensor, t=t) -> tuple[Tensor, dict[str, float]]:
-                        return self.guidance_loss(z_t, t, cond, uncond, labels, bn, adv_student)
+                        loss, terms, x0 = self.guidance_terms(z_t, t, cond, uncond, labels, bn, adv_student)
+                        scored["x0"] = x0.detach()
+                        return loss, terms
 
                     z, logs = guided_update(z, objective, step_size=cfg.step_size)
+                    # released order: the kept intermediate is the image scored before this step's update
+                    if cfg.keep_intermediate and i % self.cadence() == 0 and i > 0:
+                        kept.append((i, resize_for_teacher(scored["x0"], self.spec.input_size).cpu()))
                 if cfg.latent_cutmix and i % self.cadence() == 0 and 0 < i < n - 1:
                     z, _ = latent_cutmix(z, g)
                 with torch.no_grad():
                     eps = be.predict_noise(z, t, cond, uncond, cfg.guidance_scale)  # second pass, updated z_t
-                    if cfg.keep_intermediate and i % self.cadence() == 0 and 0 < i < n - 1:
-                        x0 = be.decode(be.predict_x0(z, eps, t))  # (B, 3, H, W)
-                        kept.append((i, resize_for_teacher(x0, self.spec.input_size).cpu()))
                     z = be.step(eps, t, z, generator=g)
             with torch.no_grad():
                 final = be.decode(z)  # decode z_0, (B, 3, H, W)
@@ -238,20 +251,42 @@ class DiffDFKDSynthesizer(Synthesizer):
         bn: BNStatistics,
         adversary: nn.Module | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        """L(z_t) = bn·L_bn + ce·CE(f(x), y) [+ adv·L_adv], x = teacher view of D(x̂0(z_t)); differentiable in z_t."""
+        """L(z_t) = Σ_i [bn·L_bn(x_i) + ce·CE(f(x_i), y) (+ adv·L_adv,i)], x = teacher view of D(x̂0(z_t)).
+
+        Summed over the trajectories, each image's BN term on its own statistics (``bn`` must be
+        ``BNStatistics(teacher, per_image=True)``): the gradient on one latent is what the released code
+        computes with a batch of one, whatever the batch. Logs are per-image means. Differentiable in z_t.
+        """
+        loss, logs, _ = self.guidance_terms(z_t, t, cond, uncond, labels, bn, adversary)
+        return loss, logs
+
+    def guidance_terms(
+        self,
+        z_t: Tensor,
+        t: Tensor,
+        cond: Tensor,
+        uncond: Tensor,
+        labels: Tensor,
+        bn: BNStatistics,
+        adversary: nn.Module | None = None,
+    ) -> tuple[Tensor, dict[str, float], Tensor]:
+        """``guidance_loss`` and the decoded x̂0 images (B, 3, H, W) in [0, 1] it scored."""
         cfg, be = self.cfg, self.backend
+        if not bn.per_image:
+            raise ValueError("DiffDFKD's guidance needs BNStatistics(teacher, per_image=True) (per-trajectory loss)")
         eps = be.predict_noise(z_t, t, cond, uncond, cfg.guidance_scale)  # (B, c, h, w)
         x0 = be.decode(be.predict_x0(z_t, eps, t))  # (B, 3, H, W) in [0, 1]
         x = teacher_view(x0, self.spec)  # (B, 3, S, S) normalised, float32
         logits = self.teacher(x).float()  # (B, K); the BN hooks collect L_bn during this forward
-        loss_bn, loss_ce = bn.loss(), F.cross_entropy(logits, labels)
-        loss = cfg.bn_weight * loss_bn + cfg.ce_weight * loss_ce
-        logs = {"bn": loss_bn.item(), "ce": loss_ce.item()}
+        loss_bn = bn.loss()  # (B,)
+        loss_ce = F.cross_entropy(logits, labels, reduction="none")  # (B,)
+        loss = cfg.bn_weight * loss_bn.sum() + cfg.ce_weight * loss_ce.sum()
+        logs = {"bn": loss_bn.mean().item(), "ce": loss_ce.mean().item()}
         if adversary is not None:
-            loss_adv = adversarial_disagreement(adversary(x).float(), logits)
-            loss = loss + cfg.adv_weight * loss_adv
+            loss_adv = adversarial_disagreement(adversary(x).float(), logits)  # batch mean
+            loss = loss + cfg.adv_weight * loss_adv * len(x)  # summed like the other terms
             logs["adv"] = loss_adv.item()
-        return loss, logs
+        return loss, logs, x0
 
     # -- the optional online adversary --------------------------------------------------------------
     def _adversary(self, unit: SynthesisUnit) -> nn.Module | None:

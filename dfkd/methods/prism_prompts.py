@@ -181,6 +181,42 @@ CONTENT_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 CONTENT_SOURCES = ("templates", "file", "model")
+VOCABULARIES = (None, "glyphs")
+
+
+def glyph_vocabulary(spec: Any) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+    """(class phrases, styles, contents) in the caption vocabulary of the shipped glyph generator
+    (``dfkd.synthesis.glyphs.render``): "a bold italic handwritten" + "digit seven" + ", white on black".
+
+    Styles combine the weight, slant and family words; contents are one colour pair, position, size, rotation or
+    blur phrase each. Every class name must name a character of the generator's set ("seven", "a", "plus sign").
+    """
+    from dfkd.synthesis.glyphs.render import CHARSET, VOCABULARY
+
+    by_name = {g.name: g for g in CHARSET if g.kind in ("digit", "symbol")} | {g.char: g for g in CHARSET}
+    phrases = []
+    for name in spec.class_names:
+        glyph = by_name.get(str(name).replace("_", " "))
+        if glyph is None:
+            raise ConfigError(
+                f"prompts.vocabulary=glyphs: class {name!r} of {spec.name} is not a character the glyph generator "
+                "knows (digits by name, letters, symbols). Fix: set prompts.vocabulary=null"
+            )
+        phrases.append(glyph.phrases()[0])
+    styles = []
+    for weight in ("", *VOCABULARY["weight"]):
+        for slant in ("", "italic", "upright"):
+            for family in ("", *VOCABULARY["family"]):
+                words = " ".join(w for w in (weight, slant, family) if w)
+                styles.append(f"{'an' if words[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {words}".strip())
+    contents = (
+        *VOCABULARY["colours"],
+        *VOCABULARY["position"],
+        *VOCABULARY["size"],
+        *VOCABULARY["rotation"],
+        *VOCABULARY["blur"],
+    )
+    return phrases, tuple(styles), contents
 
 
 @dataclass(frozen=True)
@@ -197,8 +233,15 @@ class PromptConfig:
     clip_model: str = "ViT-B-32"  # open_clip architecture for the selection ("hf-hub:…", "local-dir:…" too)
     clip_pretrained: str | None = "laion2b_s34b_b79k"  # open_clip tag or checkpoint path; None = random weights
     seed: int = 0  # seed of the candidates' order (prompt sets are deterministic for it)
+    # None, or a generator whose caption vocabulary replaces styles, template contents and class phrases:
+    # "glyphs" (the shipped glyph generator; data sets whose classes are characters it knows, e.g. digits)
+    vocabulary: str | None = None
 
     def __post_init__(self) -> None:
+        if self.vocabulary not in VOCABULARIES:
+            raise ConfigError(
+                f"prompts.vocabulary must be null or one of {', '.join(VOCABULARIES)}, not {self.vocabulary!r}"
+            )
         if self.contents not in CONTENT_SOURCES:
             close = difflib.get_close_matches(self.contents, CONTENT_SOURCES, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -784,8 +827,10 @@ class PromptBuilder:
     ):
         self.spec, self.config, self.device = spec, config, device
         self._encoder = encoder
-        self.phrases = class_phrases(spec)
-        self.templates = template_contents(spec)
+        if config.vocabulary == "glyphs":
+            self.phrases, self.styles, self.templates = glyph_vocabulary(spec)
+        else:
+            self.phrases, self.styles, self.templates = class_phrases(spec), config.styles, template_contents(spec)
         self.file: dict[int, FileClass] = load_prompt_file(config.prompt_file, spec) if config.prompt_file else {}
         self.model = (
             TextModelContents(config.text_model, spec, self.phrases, device)
@@ -826,7 +871,7 @@ class PromptBuilder:
             if prompt not in seen:
                 seen.add(prompt)
                 fixed.append(PromptEntry(prompt, style, content, phrase))
-        combos = [PromptEntry(compose_prompt(s, phrase, t), s, t, phrase) for s in c.styles for t in contents]
+        combos = [PromptEntry(compose_prompt(s, phrase, t), s, t, phrase) for s in self.styles for t in contents]
         random.Random(f"prism-dpe:{c.seed}:{label}").shuffle(combos)
         cands = []
         for e in combos:

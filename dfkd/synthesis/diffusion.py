@@ -17,6 +17,10 @@ Speed switches are the ``GeneratorConfig`` fields declared with ``speed_switch``
 float rounding (tests/test_fast_synthesis.py). ``naive_config`` sets them (and the dtype) to the slow baseline that
 benchmarks/synthesis_speed.py measures every optimisation against.
 
+``GeneratorConfig(path="glyphs")`` loads the pretrained generator the package ships (``SHIPPED``: a diffusers folder
+under ``dfkd/synthesis/pretrained/``, built by ``bench generator build glyphs``; see ``dfkd/synthesis/glyphs``)
+through the same ``from_pretrained`` code as a Hub id, named in store identities by its content digest.
+
 ``GeneratorConfig(path="tiny")`` builds a small random model from configs written in this file
 (CPU-fast, offline, 16×16×4 latents → 32×32 images) for the embedded default and the tests;
 ``save_tiny_pretrained`` writes it as a diffusers folder, loaded by the very same
@@ -45,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY = "tiny"
+# Pretrained generators shipped as package data: short name → folder under dfkd/synthesis/pretrained/
+SHIPPED: dict[str, str] = {"glyphs": "glyphs"}
 
 # Stable Diffusion v1.5's scheduler/scheduler_config.json (its _class_name is PNDMScheduler; every
 # scheduler picks the keys it knows). DDPM, not PNDM, is what DiffDFKD samples with.
@@ -111,7 +117,9 @@ _SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 class GeneratorConfig:
     """Which text-to-image latent diffusion model to load and how to run it."""
 
-    path: str = DEFAULT_MODEL  # Hub id, local diffusers folder, "tiny" (offline; "tiny:<seed>"), "sd15-random" (bench)
+    # Hub id, local diffusers folder, "glyphs" (shipped, pretrained, offline), "tiny" (random, offline; "tiny:<seed>"),
+    # "sd15-random" (benchmarks)
+    path: str = DEFAULT_MODEL
     revision: str | None = None  # Hub branch, tag or commit ("revision" in from_pretrained)
     variant: str | None = None  # weight-file variant on the Hub, e.g. "fp16" ("variant" in from_pretrained)
     dtype: str = "float16"  # float16 | bfloat16 | float32 for U-Net / VAE / text encoder; float16 on CPU → float32
@@ -176,6 +184,17 @@ def _tiny_seed(path: str) -> int | None:
         except ValueError:
             raise ConfigError(f"generator.path {path!r}: write 'tiny' or 'tiny:<integer seed>'") from None
     return None
+
+
+def shipped_path(name: str) -> Path:
+    """The folder of a shipped generator (``SHIPPED``), e.g. ``shipped_path("glyphs")``."""
+    folder = Path(__file__).resolve().parent / "pretrained" / SHIPPED[name]
+    if not (folder / "model_index.json").is_file():
+        raise UserError(
+            f"the shipped generator {name!r} is missing from {folder} (an incomplete install or checkout). "
+            f"Fix: reinstall dfkd-bench, or rebuild it with `bench generator build {name} --out {folder}`"
+        )
+    return folder
 
 
 def _scheduler_from_dict(kind: str, config: dict[str, Any]):
@@ -466,6 +485,13 @@ class DiffusionBackend:
             parts = build_sd15_random_components()
             scheduler_config = dict(SD15_SCHEDULER_CONFIG)
             source = {"path": SD15_RANDOM}
+        elif config.path in SHIPPED:
+            from dfkd.hashing import folder_digest
+
+            folder = shipped_path(config.path)
+            parts = _load_components(replace(config, path=str(folder)), dtype)
+            scheduler_config = parts["scheduler"]
+            source = {"path": config.path, "digest": folder_digest(folder)}  # where it lies does not name stores
         else:
             parts = _load_components(config, dtype)
             scheduler_config = parts["scheduler"]

@@ -15,15 +15,19 @@ class BNStatistics:
         L_bn = Σ_l ‖σ²_l(x) − running_var_l‖₂ + ‖μ_l(x) − running_mean_l‖₂
 
     with the biased batch variance. Forward hooks collect the per-layer terms during the teacher's
-    forward; ``loss()`` returns their sum for the most recent forward. Use as a context manager so the
-    hooks are removed::
+    forward; ``loss()`` returns their sum for the most recent forward. With ``per_image=True`` the
+    statistics are each image's own (mean and biased variance over H, W: what a batch of one computes)
+    and ``loss()`` returns one value per image (B,), so an image's term does not depend on its batch
+    (DiffDFKD's released code guides one latent at a time). Use as a context manager so the hooks are
+    removed::
 
         with BNStatistics(teacher) as bn:
             logits = teacher(x)
             loss = bn.loss()
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, per_image: bool = False):
+        self.per_image = per_image
         self.terms: list[Tensor] = []
         self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
         if not self.handles:
@@ -31,6 +35,14 @@ class BNStatistics:
 
     def _hook(self, module: nn.BatchNorm2d, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         x = inputs[0].float()  # (B, C, H, W)
+        if self.per_image:
+            mean_i = x.mean(dim=(2, 3))  # (B, C)
+            var_i = x.var(dim=(2, 3), unbiased=False)  # (B, C)
+            self.terms.append(
+                torch.linalg.vector_norm(var_i - module.running_var.float(), dim=1)
+                + torch.linalg.vector_norm(mean_i - module.running_mean.float(), dim=1)
+            )  # (B,)
+            return
         mean = x.mean(dim=(0, 2, 3))  # (C,)
         var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
         term = torch.linalg.vector_norm(var - module.running_var.float()) + torch.linalg.vector_norm(
@@ -39,7 +51,7 @@ class BNStatistics:
         self.terms.append(term)
 
     def loss(self) -> Tensor:
-        """Sum over layers for the last forward pass; resets the collected terms."""
+        """Sum over layers for the last forward pass (a scalar; (B,) with ``per_image``); resets the terms."""
         if not self.terms:
             raise RuntimeError("BNStatistics.loss() called before a forward pass of the hooked model")
         total = torch.stack(self.terms).sum()

@@ -73,12 +73,43 @@ def vocab_and_merges(bpe_path: str | os.PathLike | None = None) -> tuple[dict[st
     return vocab, merges
 
 
-def write_tokenizer_files(directory: str | os.PathLike, bpe_path: str | os.PathLike | None = None) -> Path:
-    """Write ``vocab.json`` and ``merges.txt`` into ``directory`` (created atomically; reused if present)."""
+def restricted_vocab_and_merges(texts: list[str], bpe_path: str | os.PathLike | None = None):
+    """CLIP's BPE cut down to what ``texts`` need: the 512 byte symbols, the merges that build the tokens of
+    ``texts`` (in CLIP's order) and the two specials.
+
+    ``texts`` tokenize exactly as with the full vocabulary (BPE applies the lowest-ranked applicable merge; every
+    merge it applies to these words is kept, in the same relative order); any other word still tokenizes, into
+    smaller pieces. Ids are renumbered (a model trained with this tokenizer brings its own text encoder).
+    """
+    full_vocab, merges = vocab_and_merges(bpe_path)
+    produced = {"".join(m.split()): m for m in merges}  # token → the merge that makes it
+    tokenizer = clip_tokenizer()
+    needed: set[str] = set()
+    stack = [token for text in texts for token in tokenizer.tokenize(text)]
+    while stack:
+        token = stack.pop()
+        if token not in needed:
+            needed.add(token)
+            stack.extend(produced[token].split() if token in produced else ())
+    kept = [m for m in merges if "".join(m.split()) in needed]
+    byte_symbols = list(_bytes_to_unicode().values())
+    tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m.split()) for m in kept]
+    tokens += [BOS_TOKEN, EOS_TOKEN]
+    del full_vocab
+    return {tok: i for i, tok in enumerate(tokens)}, kept
+
+
+def write_tokenizer_files(
+    directory: str | os.PathLike,
+    bpe_path: str | os.PathLike | None = None,
+    vocab_merges: tuple[dict[str, int], list[str]] | None = None,
+) -> Path:
+    """Write ``vocab.json`` and ``merges.txt`` into ``directory`` (created atomically; reused if present): CLIP's
+    full BPE, or the ``(vocab, merges)`` given (e.g. from ``restricted_vocab_and_merges``)."""
     target = Path(directory)
     if (target / "vocab.json").is_file() and (target / "merges.txt").is_file():
         return target
-    vocab, merges = vocab_and_merges(bpe_path)
+    vocab, merges = vocab_merges or vocab_and_merges(bpe_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
