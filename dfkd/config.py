@@ -64,6 +64,35 @@ class DistillConfig:
     sync_bn: bool = True  # several GPUs: SyncBatchNorm over the global batch (CUDA only; CPU ranks keep per-rank BN)
     channels_last: bool = speed_switch(True)  # student and batches in NHWC memory format (faster convolutions)
 
+    def validate(self, prefix: str = "distill.") -> None:
+        """Range and choice checks (ConfigError naming ``prefix + field``), before any work starts."""
+        _positive_int(self, prefix, "epochs", "batch_size", "eval_every")
+        _finite(
+            self, prefix, "lr", "momentum", "weight_decay", "gamma", "min_lr", "temperature", "kd_weight", "ce_weight"
+        )
+        _choice(
+            self,
+            prefix,
+            optimizer=("sgd", "adam"),
+            schedule=("cosine", "step", "constant"),
+            amp=("auto", "off", "bf16", "fp16"),
+        )
+        if self.lr <= 0:
+            raise ConfigError(f"{prefix}lr must be > 0, got {self.lr!r}")
+        for name in ("weight_decay", "min_lr", "kd_weight", "ce_weight", "momentum"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{prefix}{name} must be ≥ 0, got {getattr(self, name)!r}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{prefix}temperature must be > 0, got {self.temperature!r}")
+        if self.kd_weight == 0 and self.ce_weight == 0:
+            raise ConfigError(f"{prefix}kd_weight and {prefix}ce_weight are both 0: nothing to train on")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"{prefix}warmup_epochs must be an integer in [0, epochs), got {self.warmup_epochs!r}")
+        if self.num_workers < 0:
+            raise ConfigError(f"{prefix}num_workers must be ≥ 0, got {self.num_workers!r}")
+        if any(not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise ConfigError(f"{prefix}milestones must be positive epoch numbers, got {list(self.milestones)!r}")
+
 
 @dataclass(frozen=True)
 class DiagnoseConfig:
@@ -80,6 +109,38 @@ class DiagnoseConfig:
     report: bool = True  # write report.html (+ PNG figures) into the run folder at the end of `bench run`
     grid_classes: int = 10  # classes in the report's image grid (evenly spaced over the label range)
     grid_images: int = 6  # images per class and side (real test | synthetic) in the grid
+
+    def validate(self, prefix: str = "diagnose.") -> None:
+        _positive_int(self, prefix, "k", "chunk", "batch_size", "histogram_bins", "grid_classes", "grid_images")
+        if not isinstance(self.max_images, int) or self.max_images < 0:
+            raise ConfigError(f"{prefix}max_images must be an integer ≥ 0 (0 = every image), got {self.max_images!r}")
+        if self.clip_model and not self.clip_pretrained:
+            raise ConfigError(f"{prefix}clip_model needs {prefix}clip_pretrained (an open_clip tag or a checkpoint)")
+
+
+def _positive_int(obj: Any, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{prefix}{name} must be a positive integer, got {value!r}")
+
+
+def _finite(obj: Any, prefix: str, *names: str) -> None:
+    import math
+
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{prefix}{name} must be a finite number, got {value!r}")
+
+
+def _choice(obj: Any, prefix: str, **choices: tuple[str, ...]) -> None:
+    for name, allowed in choices.items():
+        value = getattr(obj, name)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{prefix}{name} must be one of {', '.join(allowed)}, got {value!r}.{hint}")
 
 
 TEACHER_RECIPE = DistillConfig(
@@ -116,6 +177,13 @@ class RunConfig:
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     teacher_train: DistillConfig = TEACHER_RECIPE
     method_config: Any = None  # the method's Config instance (saved under the method's name)
+
+    def __post_init__(self) -> None:
+        self.distill.validate("distill.")
+        self.teacher_train.validate("teacher_train.")
+        self.diagnose.validate("diagnose.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer ≥ 0, got {self.seed!r}")
 
     def to_dict(self, *, speed_switches: bool = True) -> dict[str, Any]:
         """Plain data, the method's config under the method's name; ``speed_switches=False`` drops ``SPEED`` fields."""
@@ -200,6 +268,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
+    if isinstance(value, str) and tp in (float, int):  # YAML 1.1 reads 1e-3 and 5e+4 as strings
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{where} must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")

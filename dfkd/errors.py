@@ -28,3 +28,7 @@ class CheckpointError(UserError):
 
 class DatasetNotFoundError(UserError):
     """A data set that is not on disk and could not be downloaded."""
+
+
+class TrainingDivergedError(UserError):
+    """A loss or metric became NaN or infinite: the run stops, nothing is recorded."""

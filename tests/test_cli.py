@@ -80,6 +80,13 @@ def test_run_export_and_leaderboard(tmp_path, digits_teacher, capsys):
     run_dir = next(runs.rglob("record.json")).parent
     assert main(["synth", "export", str(run_dir), str(tmp_path / "png")]) == 0
     assert len(list((tmp_path / "png").rglob("*.png"))) == 30
+    capsys.readouterr()
+    # a non-empty destination is refused (nothing merged or overwritten) unless --overwrite
+    assert main(["synth", "export", str(run_dir), str(tmp_path / "png")]) == 1
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert main(["synth", "export", str(run_dir), str(tmp_path / "png"), "--overwrite"]) == 0
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 30
     assert main(["synth", "info", str(run_dir)]) == 0
     assert '"kept": 30' in capsys.readouterr().out
     assert main(["leaderboard", "--runs", str(runs), "--out", str(tmp_path / "board")]) == 0

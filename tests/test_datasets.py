@@ -287,3 +287,27 @@ def test_digits_stats_match_constants():
     mean, std = _channel_stats()
     assert mean == pytest.approx(DIGITS.mean, abs=1e-3)
     assert std == pytest.approx(DIGITS.std, abs=1e-3)
+
+
+class _Payload:
+    """Unpickling this calls open(marker, "w"): creates a file if the loader runs code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("victim", ["data_batch_1", "test_batch", "batches.meta"])
+def test_a_malicious_cifar_batch_is_refused_and_never_run(tmp_path, victim):
+    import pickle
+
+    make_cifar10(tmp_path, per_batch=2, test=2)
+    marker = tmp_path / "pwned"
+    (tmp_path / "cifar-10-batches-py" / victim).write_bytes(pickle.dumps({"data": _Payload(marker)}, protocol=2))
+    split = "train" if victim == "data_batch_1" else "test"
+    with pytest.raises(UserError, match=r"is not a CIFAR python batch: it references (io|builtins)\.open") as info:
+        get_dataset("cifar10").load(split, tmp_path, download=False)
+    assert not marker.exists(), "the payload ran"
+    assert "\n" not in str(info.value)

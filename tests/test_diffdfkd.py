@@ -264,3 +264,17 @@ def test_same_seed_same_store_and_a_killed_synthesis_resumes_to_it(tmp_path):
     c = synthesize(tmp_path / "c")
     assert c.units() == a.units() and torch.equal(c.images(), a.images())
     assert torch.equal(c.read_table()["teacher_logits"], a.read_table()["teacher_logits"])
+
+
+def test_diffusion_kd_prompts_name_the_class_in_plain_words():
+    spec = get_dataset("cifar100")
+    method = create_method("diffusion_kd", generator=TINY)
+    ctx = BuildContext(_teacher(0), create_model("resnet8", 100), spec, torch.device("cpu"), 0, DistillConfig())
+    synth = method.build_synthesizer(ctx)
+    label = list(spec.class_names).index("aquarium_fish")
+    assert synth.prompt_for(label) == "a photo of an aquarium fish"
+    digits = create_method("diffusion_kd", generator=TINY, prompt_template="the digit {name}")
+    ctx = BuildContext(
+        _teacher(0), create_model("resnet8", 10), get_dataset("digits"), torch.device("cpu"), 0, DistillConfig()
+    )
+    assert digits.build_synthesizer(ctx).prompt_for(7) == "the digit seven"

@@ -15,6 +15,7 @@ from dfkd.benchmark.leaderboard import (
     REFERENCE_COLUMNS,
     REFERENCE_CSV,
     RecordError,
+    _check_record,
     build_leaderboard,
     load_records,
     load_reference,
@@ -115,20 +116,24 @@ def test_load_records_finds_every_record(runs: Path) -> None:
     assert all(Path(r["_path"]).name == "record.json" for r in records)
 
 
-def test_malformed_record_names_file_and_field(runs: Path) -> None:
+def test_malformed_record_is_skipped_naming_file_and_field(runs: Path) -> None:
     bad = make_record(run_id="bad")
     del bad["student_top1"]
     path = write_record(runs, bad)
-    with pytest.raises(RecordError, match="student_top1") as info:
-        load_records(runs)
-    assert str(path) in str(info.value)
+    with pytest.warns(UserWarning, match="student_top1") as caught:
+        records = load_records(runs)
+    assert str(path) in str(caught[0].message)
+    assert sorted(r["run_id"] for r in records) == ["a0", "a1", "b0", "b1", "c0"]  # the others still load
+    with pytest.raises(RecordError, match="student_top1"):
+        _check_record(bad, path)
 
 
-def test_wrong_type_names_file_and_field(runs: Path) -> None:
-    path = write_record(runs, make_record(run_id="bad", seed="zero"))
-    with pytest.raises(RecordError, match="'seed'") as info:
-        load_records(runs)
-    assert str(path) in str(info.value)
+@pytest.mark.parametrize("field, value", [("seed", "zero"), ("student_top1", float("nan"))])
+def test_wrong_type_or_non_finite_headline_is_skipped(runs: Path, field: str, value) -> None:
+    path = write_record(runs, make_record(run_id="bad", **{field: value}))
+    with pytest.warns(UserWarning, match=f"'{field}'") as caught:
+        records = load_records(runs)
+    assert str(path) in str(caught[0].message) and "bad" not in [r["run_id"] for r in records]
 
 
 def test_unreadable_and_other_schema_are_skipped_with_warning(runs: Path) -> None:
@@ -302,7 +307,9 @@ def test_reference_table_shape(reference: pd.DataFrame) -> None:
         ("cifar100", "wrn40_2", "wrn16_2", "dmkd", None, 66.89),
         ("cifar100", "resnet34", "resnet18", "spaceshipnet", None, 77.41),
         ("cifar100", "wrn40_2", "wrn40_1", "real_kd", None, 68.58),
-        ("imagenet", "torchvision/resnet50", "torchvision/resnet18", "dmkd", 200000, 61.61),
+        # DM-KD distils ResNet-18 → ResNet-18 (scripts/imagenet_distill.sh), though its README prints the column
+        # beside the ResNet-50 rows
+        ("imagenet", "torchvision/resnet18", "torchvision/resnet18", "dmkd", 200000, 61.61),
         ("imagenet", "torchvision/resnet50", "torchvision/mobilenet_v2", "fast50", 140000, 43.02),
         ("imagenet", "torchvision/resnet50", "torchvision/resnet50", "scratch", 1280000, 75.45),
     ],

@@ -216,12 +216,28 @@ def test_read_state_dict_errors(tmp_path):
         read_state_dict(tmp_path / "empty.pth")
     np = pytest.importorskip("numpy")
     torch.save({"state_dict": {"w": torch.ones(1)}, "best_acc1": np.float64(95.7)}, tmp_path / "np.pth")
-    with pytest.raises(CheckpointError, match=r"safe loading .*numpy") as info:
+    with pytest.raises(CheckpointError, match=r"holds Python objects \(numpy.*not loaded or executed") as info:
         read_state_dict(tmp_path / "np.pth")
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "weights_only=False" not in str(info.value)
     torch.save({"epoch": 3}, tmp_path / "nostate.pth")
     with pytest.raises(CheckpointError, match="no 'state_dict'"):
         read_state_dict(tmp_path / "nostate.pth")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_checkpoint_is_refused_unexecuted(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "x": _Payload(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match=r"holds Python objects \((io|builtins)\.open\)") as info:
+        read_state_dict(tmp_path / "evil.pth")
+    assert not marker.exists() and "\n" not in str(info.value) and "weights_only=False" not in str(info.value)
 
 
 def test_head_mismatch_names_fc_and_class_count(tmp_path):

@@ -86,6 +86,7 @@ def test_crash_mid_synthesis_resumes_without_loss_or_duplicates(tmp_path, digits
     record = run(cfg, reporter=Reporter(quiet=True))
     store = SyntheticStore.open_existing(record.store)
     assert len(store.units()) == 20 and record.num_synthetic_images == 80
+    assert record.distill_precision == "float32"  # CPU: no autocast; the record says which precision trained
     seeds = store.read_table()["seed"]
     assert len(set(zip(store.read_table()["label"].tolist(), seeds.tolist()))) == 20  # one seed per unit
     # same images as a synthesis that never crashed
@@ -220,3 +221,73 @@ def test_a_run_resumed_with_other_speed_switches_is_the_same_run_and_store(tmp_p
     assert len(made) + len(resumed) == 10
     store = SyntheticStore.open_existing(record.store)
     assert sorted(store.units()) == sorted(made + resumed) and record.num_synthetic_images == 20
+
+
+class _Notes(Reporter):
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def test_rerunning_a_finished_run_repairs_what_a_late_kill_lost(tmp_path, digits_teacher):
+    """Killed after record.json was written: the rerun prints the table, restores the leaderboard and the report."""
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=3", "batch_size=3", "distill.epochs=1")
+    record = run(cfg, reporter=Reporter(quiet=True))
+    out = next((tmp_path / "runs").rglob("record.json")).parent
+    board = tmp_path / "runs" / "leaderboard-digits.csv"
+    assert board.is_file() and (out / "report.html").is_file()
+    board.unlink()
+    (out / "report.html").unlink()
+    for png in out.glob("*.png"):
+        png.unlink()
+    notes = _Notes()
+    again = run(cfg, reporter=notes)
+    assert again.run_id == record.run_id and again.student_top1 == record.student_top1
+    assert board.is_file() and "noise_kd" in board.read_text()
+    assert (out / "report.html").is_file() and any(out.glob("*.png"))
+    repaired = [n for n in notes.notes if n.startswith("repaired:")]
+    assert len(repaired) == 1 and "leaderboard" in repaired[0] and "report" in repaired[0]
+    notes = _Notes()
+    run(cfg, reporter=notes)  # nothing missing: nothing to repair
+    assert not [n for n in notes.notes if n.startswith("repaired:")]
+
+
+@pytest.mark.parametrize("setting", ["distill.lr=1e30", "distill.lr=.inf"])
+def test_a_diverging_run_stops_with_one_line_and_writes_no_record(tmp_path, digits_teacher, setting):
+    from dfkd.errors import ConfigError, TrainingDivergedError
+
+    if setting.endswith(".inf"):
+        with pytest.raises(ConfigError, match=r"distill\.lr must be a finite number"):
+            _cfg(tmp_path, "noise_kd", setting)
+        return
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=3", "batch_size=3", "distill.epochs=1", setting)
+    with pytest.raises(TrainingDivergedError, match="diverged in epoch 1") as info:
+        run(cfg, reporter=Reporter(quiet=True))
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "runs").rglob("record.json"))
+
+
+def test_a_damaged_store_is_regenerated_not_trusted(tmp_path, digits_teacher):
+    """A complete store with a deleted shard (the advice of the corrupt-shard error) is reopened and resumed:
+    the next run regenerates exactly that unit and trains on every image."""
+    cfg = _cfg(tmp_path, "noise_kd", "images_per_class=3", "batch_size=3", "distill.epochs=1")
+    first = run(cfg, reporter=Reporter(quiet=True))
+    store = SyntheticStore.open_existing(first.store)
+    assert store.verify() == [] and store.verify(digests=True) == []
+    victim = store.units()[4]
+    shard = store.shards_dir / f"{victim}.pt"
+    original = shard.read_bytes()
+    shard.unlink()
+    assert SyntheticStore.open_existing(first.store).verify() == [f"{victim}: shard missing"]
+    notes = _Notes()
+    second = run(
+        _cfg(tmp_path, "noise_kd", "images_per_class=3", "batch_size=3", "distill.epochs=1", "distill.lr=0.04"),
+        reporter=notes,
+    )
+    assert second.store == first.store and second.num_synthetic_images == first.num_synthetic_images == 30
+    assert shard.read_bytes() == original  # the same unit, regenerated from its seed
+    assert any("is damaged" in n and victim in n for n in notes.notes)
+    assert SyntheticStore.open_existing(first.store).is_complete

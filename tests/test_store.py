@@ -293,3 +293,30 @@ def test_stable_hash(tmp_path: Path) -> None:
     f.write_bytes(b"dfkd" * 1000)
     assert file_digest(f, n=64) == hashlib.sha256(b"dfkd" * 1000).hexdigest()
     assert file_digest(f) == file_digest(f, n=64)[:16]
+
+
+def test_verify_finds_missing_truncated_and_altered_shards(tmp_path):
+    store = SyntheticStore.open(tmp_path / "s", config_hash="h")
+    for i in range(3):
+        store.write_unit(f"u{i}", torch.full((2, 3, 4, 4), i, dtype=torch.uint8), {"label": [i, i]})
+    store.mark_complete(["u0", "u1", "u2"])
+    assert store.manifest["index"]["u1"]["images"] == 2 and len(store.manifest["index"]["u1"]["sha256"]) == 64
+    assert store.verify(digests=True) == []
+    shard = store.shards_dir / "u1.pt"
+    data = bytearray(shard.read_bytes())
+    data[-40] ^= 0xFF  # same size, other content: only the digest sees it
+    shard.write_bytes(bytes(data))
+    assert store.verify() == []
+    assert store.verify(digests=True) == ["u1: shard content differs from what was written (sha256)"]
+    (store.shards_dir / "u2.pt").write_bytes(b"short")
+    (store.shards_dir / "u0.pt").unlink()
+    problems = store.verify()
+    assert problems[0] == "u0: shard missing" and problems[1].startswith("u2: shard is 5 bytes")
+    store.reopen([*problems, "u1: altered"])
+    reopened = SyntheticStore.open_existing(tmp_path / "s")
+    assert not reopened.is_complete and reopened.units() == []
+    assert (store.shards_dir / "u1.pt.damaged").is_file() and (store.shards_dir / "u2.pt.damaged").is_file()
+    for i in range(3):  # a resumed synthesis writes them again and completes
+        reopened.write_unit(f"u{i}", torch.full((2, 3, 4, 4), i, dtype=torch.uint8), {"label": [i, i]})
+    reopened.mark_complete(["u0", "u1", "u2"])
+    assert reopened.verify(digests=True) == [] and reopened.num_images() == 6

@@ -184,9 +184,9 @@ def load_records(runs_dir: str | Path | Sequence[str | Path]) -> list[dict]:
     """Every ``record.json`` under ``runs_dir`` (one folder or several, e.g. the output folders of a suite's
     shards; searched recursively), as plain dicts, in path order.
 
-    Files that cannot be read or parsed, and records of another major ``schema_version``, are
-    skipped with a warning. A record of this schema that lacks a field or has one of the wrong type
-    raises :class:`RecordError` naming the file and the field. Each returned dict gets
+    Files that cannot be read or parsed, records of another major ``schema_version``, and malformed
+    records (a missing field, a field of the wrong type, a non-finite headline) are skipped with a
+    warning naming the file and the field: one bad file never blocks the others. Each returned dict gets
     ``_path`` (the file it came from). A second record with the same (dataset, teacher, student,
     method, run_id) is skipped with a warning.
     """
@@ -211,7 +211,11 @@ def load_records(runs_dir: str | Path | Sequence[str | Path]) -> list[dict]:
                     stacklevel=2,
                 )
                 continue
-        _check_record(record, path)
+        try:
+            _check_record(record, path)
+        except RecordError as e:
+            warnings.warn(f"skipping malformed run record: {e}", stacklevel=2)
+            continue
         key = (*(record[k] for k in _KEY), record["run_id"])
         if key in seen:
             warnings.warn(f"skipping {path}: same run as {seen[key]} (run_id {record['run_id']!r})", stacklevel=2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from dfkd.benchmark.records import RunRecord, environment, run_dir
 from dfkd.benchmark.teachers import TeacherRef, build_teacher, resolve_teacher, teacher_accuracy, test_loader
 from dfkd.config import RunConfig, semantic
 from dfkd.distributed import SINGLE, DistContext
-from dfkd.errors import UserError
+from dfkd.errors import TrainingDivergedError, UserError
 from dfkd.hashing import stable_hash
 from dfkd.methods import create_method
 from dfkd.methods.base import BuildContext, Method, SynthesisOutput, SynthesisUnit, Synthesizer
@@ -249,8 +250,12 @@ def run(
     out = run_dir(cfg.output_dir, cfg.dataset, p.teacher_ref.name, p.student_name, cfg.method, run_id_for(cfg))
     record_path = out / "record.json"
     if dist.broadcast(record_path.is_file()) and not force:
-        reporter.note(f"{record_path} exists: reporting it (use --force to run again)")
-        return RunRecord.read(record_path)
+        record = RunRecord.read(record_path)
+        if dist.is_main:
+            reporter.note(f"{record_path} exists: reporting it (use --force to run again)")
+            _finish(record, record_path, cfg, reporter, repair=True)
+        dist.barrier()
+        return record
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
@@ -290,6 +295,13 @@ def run(
             store = SyntheticStore.open(
                 stores_dir() / cfg.dataset / cfg.method / digest, config_hash=digest, meta={"key": key}
             )
+        damaged = store.verify() if store.is_complete and dist.is_main else []  # sizes: one stat per shard
+        if damaged:
+            more = "; …" if len(damaged) > 3 else ""
+            reporter.note(f"synthetic store {store.root} is damaged ({'; '.join(damaged[:3])}{more}): regenerating")
+            store.reopen(damaged)
+        if dist.broadcast(bool(damaged)):
+            store = SyntheticStore.open_existing(store.root)  # every rank sees it incomplete now
         synth.attach_store(store)
         units = synth.plan()
         train_tf = p.spec.train_transform()
@@ -354,6 +366,11 @@ def run(
         extra.update(found.scalars)
         diagnostics = found.details
 
+    if not all(math.isfinite(v) for v in (result.top1, result.best_top1, result.top5)):
+        raise TrainingDivergedError(
+            f"distillation of {cfg.method} ended without a finite test accuracy (top-1 {result.top1}); "
+            "no record was written. Fix: check distill.epochs and distill.eval_every, then run again"
+        )
     record = RunRecord(
         run_id=out.name,
         method=cfg.method,
@@ -372,6 +389,7 @@ def run(
         distill_seconds=result.seconds,
         epochs=cfg.distill.epochs,
         config_id=config_id_for(cfg),
+        distill_precision=str(trainer.autocast or torch.float32).removeprefix("torch."),
         extra=extra,
         history=result.history,
         diagnostics=diagnostics,
@@ -380,15 +398,32 @@ def run(
         env={**environment(p.device), "world_size": dist.world_size},
     )
     record.write(record_path)
+    _finish(record, record_path, cfg, reporter)
+    dist.barrier()
+    return record
+
+
+def _finish(record: RunRecord, record_path: Path, cfg: RunConfig, reporter: Reporter, repair: bool = False) -> None:
+    """What follows the record: the result table, the leaderboard, the report. Idempotent: a rerun of a finished
+    run (``repair``) prints the table again, rewrites the leaderboard (so a row lost to a late kill comes back) and
+    rewrites the report only if its page or figures are missing, saying what it repaired."""
+    out = record_path.parent
     reporter.summary(record, record_path)
+    board = Path(cfg.output_dir) / f"leaderboard-{cfg.dataset}.csv"
+    before = board.read_bytes() if board.is_file() else None
     update_leaderboard(cfg.output_dir, cfg.dataset, reporter)
+    repaired = [f"leaderboard ({board})"] if repair and board.read_bytes() != before else []
     if cfg.diagnose.report:
         from dfkd.benchmark.report import write_report
 
-        with reporter.stage("report", str(out / "report.html")):
-            write_report([out], out / "report.html")
-    dist.barrier()
-    return record
+        page = out / "report.html"
+        if not repair or not page.is_file() or not any(out.glob("*.png")):
+            with reporter.stage("report", str(page)):
+                write_report([out], page)
+            if repair:
+                repaired.append(f"report ({page})")
+    if repaired:
+        reporter.note("repaired: " + "; ".join(repaired))
 
 
 def synthetic_set_stats(table: dict[str, Any]) -> dict[str, float]:

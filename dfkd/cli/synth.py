@@ -12,8 +12,14 @@ def add_parser(sub) -> None:
     e.add_argument("source", help="a store folder, or a run folder holding record.json")
     e.add_argument("out", help="output folder")
     e.add_argument("--all", action="store_true", help="also images the method filtered out")
+    e.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
     i = ssub.add_parser("info", help="summary of a store: images, units, per-class counts")
     i.add_argument("source", help="a store folder, or a run folder holding record.json")
+    i.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every shard's sha256 against the store's index; damaged shards are moved aside for regeneration",
+    )
     p.set_defaults(func=main)
 
 
@@ -42,7 +48,30 @@ def main(args: argparse.Namespace) -> int:
     store, manifest = _store(args.source)
     if args.synth_verb == "info":
         print(json.dumps(store.summary(), indent=2, default=str))
+        if args.verify:
+            from dfkd.errors import UserError
+
+            problems = store.verify(digests=True)
+            if problems:
+                store.reopen(problems)  # damaged shards aside, store incomplete: the next run regenerates them
+                raise UserError(
+                    f"{store.root} is damaged: {'; '.join(problems[:5])}; the damaged shards were moved aside. "
+                    "Fix: run the same `bench run` again, which regenerates exactly those units"
+                )
+            print(f"verified: {len(store.manifest.get('index') or {})} shards match their sha256")
         return 0
+    from pathlib import Path
+
+    from dfkd.errors import UserError
+
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder. Fix: give an output folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(
+            f"{out} is not empty: exporting would mix its files with this store's. "
+            "Fix: give an empty or new folder, or pass --overwrite to write into it"
+        )
     class_names = None
     dataset = (manifest.get("meta") or {}).get("key", {}).get("dataset")
     if dataset:

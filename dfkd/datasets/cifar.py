@@ -48,8 +48,46 @@ CIFAR100_CLASSES = (  # "fine_label_names" of cifar-100-python/meta, in label or
 )  # fmt: skip
 
 
+_PICKLE_GLOBALS = {  # everything the CIFAR python batches reference: numpy arrays and their bytes
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR python format holds (dicts, lists, str, bytes, ints, numpy arrays): any other
+    global — a function to call, a class to build — is refused before anything runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def read_batch(path: str | os.PathLike) -> dict:
+    """One CIFAR python batch (or meta) file, read with the restricted unpickler; one-line ``UserError`` if it holds
+    anything else."""
+    try:
+        with open(path, "rb") as f:
+            data = _BatchUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise UserError(
+            f"{path} is not a CIFAR python batch: it references {e} (Python code, which is not run). "
+            "Fix: replace the folder with the archive from the data set's site"
+        ) from None
+    except (EOFError, ValueError, TypeError) as e:
+        raise UserError(f"{path} is not a CIFAR python batch ({type(e).__name__}: {e}). Fix: re-extract it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a CIFAR python batch (a {type(data).__name__}, not a dict). Fix: re-extract it")
+    return data
+
+
 class _ExistenceCheck:
-    """Mixin for torchvision's CIFAR classes: files must exist; md5 sums are not checked."""
+    """Mixin for torchvision's CIFAR classes: files must exist (md5 sums are not checked), and every file is read
+    with the restricted unpickler (``read_batch``), never with ``pickle.load``."""
 
     train: bool
     root: str
@@ -62,10 +100,26 @@ class _ExistenceCheck:
         files = [f for f, _md5 in (self.train_list if self.train else self.test_list)] + [self.meta["filename"]]
         return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in files)
 
+    def __init__(self, root: str, train: bool = True, transform=None, target_transform=None, download=False):
+        import numpy as np
+        from torchvision.datasets.vision import VisionDataset
+
+        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+        self.train = train
+        if not self._check_integrity():
+            raise DatasetNotFoundError(f"{os.path.join(self.root, self.base_folder)} lacks CIFAR batch files")
+        data, targets = [], []
+        for name, _md5 in self.train_list if train else self.test_list:
+            entry = read_batch(os.path.join(self.root, self.base_folder, name))
+            data.append(entry["data"])
+            targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # (N, 32, 32, 3) uint8
+        self.targets = targets
+        self._load_meta()
+
     def _load_meta(self) -> None:
         path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")  # the data set's own format (as torchvision reads it)
+        data = read_batch(path)  # the data set's own format, without running any code it might hold
         self.classes = list(data[self.meta["key"]])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 

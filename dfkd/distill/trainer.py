@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from dfkd.config import DistillConfig, to_plain
 from dfkd.distributed import SINGLE, DistContext
-from dfkd.errors import ConfigError
+from dfkd.errors import ConfigError, TrainingDivergedError
 from dfkd.methods.base import Distiller
 
 
@@ -331,6 +331,14 @@ class Trainer:
             dataset = data(epoch) if callable(data) and not isinstance(data, Dataset) else data
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self.train_epoch(dataset, epoch, steps_per_epoch))
+            bad = {k: v for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)}
+            if bad:  # stop before the checkpoint: a resume must not start from diverged weights
+                key, value = next(iter(bad.items()))
+                raise TrainingDivergedError(
+                    f"training diverged in epoch {epoch + 1}: {key} is {value} (lr {row['lr']:g}, batch "
+                    f"{self.cfg.batch_size}). Likely cause: a learning rate too high or not finite, or non-finite "
+                    "inputs; no record was written. Fix: lower distill.lr (or teacher_train.lr) and run again"
+                )
             self.scheduler.step()
             last = epoch == self.cfg.epochs - 1
             if self.test_loader is not None and ((epoch + 1) % self.cfg.eval_every == 0 or last):

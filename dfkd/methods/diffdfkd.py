@@ -118,7 +118,7 @@ class DiffDFKD(Method):
 
     card = MethodCard(
         title="Data-free Knowledge Distillation with Diffusion Models",
-        authors="Qi, Chen, Wang, et al.",
+        authors="Qi, Li, Peng, Ling, Yu, Chen, Chang, Han, Xiao",
         year=2025,
         arxiv="2504.00870",
         venue="ICME 2025",

@@ -3,7 +3,7 @@
 Li et al., "Is Synthetic Data From Diffusion Models Ready for Knowledge Distillation?" (DM-KD),
 arXiv 2305.12954, distil on images an off-the-shelf diffusion model samples for each class name.
 Here: the same Stable Diffusion backbone, scheduler and CFG machinery as DiffDFKD, a class-name
-prompt ("a photo of a {name}") and **no** gradient from the teacher, so the gap to ``diffdfkd``
+prompt ("a photo of an aquarium fish") and **no** gradient from the teacher, so the gap to ``diffdfkd``
 on one protocol is what teacher guidance buys. (DM-KD itself samples a class-conditional DiT-XL/2;
 that model is not part of this backend.)
 
@@ -29,7 +29,8 @@ class DiffusionKD(Method):
     @dataclass(frozen=True)
     class Config:
         generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # same backbone as diffdfkd
-        prompt_template: str = "a photo of a {name}"  # {name} = the data set's class name
+        # {name}: the class name with spaces for underscores ("aquarium fish"); {a_name}: with its article
+        prompt_template: str = "a photo of {a_name}"
         negative_prompt: str = ""  # the unconditional prompt of CFG
         num_steps: int = 50  # denoising steps
         guidance_scale: float = 3.0  # CFG scale; equal to diffdfkd's so the ablation changes one thing
@@ -38,7 +39,7 @@ class DiffusionKD(Method):
 
     card = MethodCard(
         title="Is Synthetic Data From Diffusion Models Ready for Knowledge Distillation? (ablation form)",
-        authors="Li, Li, Zhang, Yang, Wang, et al.",
+        authors="Li, Li, Zhao, Song, Li, Yang",
         year=2023,
         arxiv="2305.12954",
         summary="Class-name prompts, no teacher guidance: what DiffDFKD's guidance is measured against.",
@@ -65,11 +66,17 @@ class DiffusionKDSynthesizer(Synthesizer):
     def identity(self) -> dict[str, Any]:
         return {"backend": self.backend.identity(), "input_size": self.spec.input_size}
 
+    def prompt_for(self, label: int) -> str:
+        """``prompt_template`` with the class name: "a photo of an aquarium fish", "the digit seven"."""
+        name = str(self.spec.class_names[label]).replace("_", " ").strip()
+        article = "an" if name[:1].lower() in "aeiou" else "a"
+        return self.cfg.prompt_template.format(name=name, a_name=f"{article} {name}")
+
     @torch.no_grad()
     def generate(self, unit: SynthesisUnit, student: nn.Module | None = None) -> SynthesisOutput:
         cfg, be = self.cfg, self.backend
         g = torch.Generator(device="cpu").manual_seed(unit.seed)
-        prompt = cfg.prompt_template.format(name=self.spec.class_names[unit.label])
+        prompt = self.prompt_for(unit.label)
         cond, uncond = be.encode_prompts([prompt]), be.encode_prompts([cfg.negative_prompt])  # (1, 77, D) each
         z = be.initial_latents(unit.size, g)  # (B, c, h, w)
         for t in be.timesteps(cfg.num_steps):

@@ -71,11 +71,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "Unsupported global" in text:  # a real checkpoint that pickles more than weights
-            name = re.search(r"GLOBAL (\S+)", text)
+        if re.search(r"unsupported global", text, re.IGNORECASE):  # torch ≤ 2.5 "Unsupported global", 2.14 "GLOBAL"
+            name = re.search(r"GLOBAL\s+(\S+?)[:\s]", text + " ", re.IGNORECASE)
             raise CheckpointError(
-                f"Checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses "
-                f"({name.group(1) if name else 'unsupported global'}); re-save only its weights: "
+                f"Checkpoint {path} holds Python objects ({name.group(1) if name else 'a pickled global'}) that "
+                "would run code when loaded; they were not loaded or executed. Fix: re-save only its weights: "
                 "torch.save({'state_dict': model.state_dict()}, path)"
             ) from None
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)

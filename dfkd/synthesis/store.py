@@ -6,7 +6,8 @@ as one shard. Layout of a store folder::
 
     <root>/
       manifest.json                  # format, schema_version, config_hash, meta, created, schema (image shape,
-                                     # table columns); after mark_complete(): complete, completed, counts
+                                     # table columns); after mark_complete(): complete, completed, counts, and
+                                     # index: {unit: {images, kept, bytes, sha256}} (what verify() checks)
       shards/
         <unit>.pt                    # one finished unit: torch.save({"schema_version", "unit", "images", "table"})
         .<unit>.<pid>-<token>.tmp    # a shard being written, or left behind by a crash; never read
@@ -26,6 +27,11 @@ existing unit raises unless ``overwrite=True``: no loss, no duplicates. The mani
 Several processes may write disjoint units into one store; one unit must have one writer. A shard's bytes
 depend only on its content (torch's archive name is fixed for file objects), so the same units written by
 one process or by eight give byte-identical shards; timings and the writer's rank live in ``info/``.
+
+Verification: a complete store lists every unit's image count, shard size and sha256 in its manifest.
+``verify()`` checks presence and sizes (cheap: one ``stat`` per shard) and, with ``digests=True``, the sha256 of
+every shard; ``reopen(problems)`` moves damaged shards aside (``<unit>.pt.damaged``) and marks the store
+incomplete, so a resumed synthesis writes exactly those units again.
 
 Shards use torch's zipfile format and are read with ``torch.load(..., weights_only=True, mmap=True)``, so the
 KD data loader neither decodes images nor reads the whole store into memory (``dataset()``).
@@ -50,7 +56,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dfkd.errors import UserError
-from dfkd.hashing import canonicalize
+from dfkd.hashing import canonicalize, file_digest
 
 SCHEMA_VERSION = 1
 FORMAT = "dfkd.SyntheticStore"
@@ -313,15 +319,57 @@ class SyntheticStore:
         units = sorted(done)
         on_disk = _read_manifest(self.root / MANIFEST_NAME)  # another process may have written the schema
         self.manifest["schema"] = self.manifest.get("schema") or on_disk.get("schema")
+        index = {
+            u: {
+                "images": self._count(u, kept_only=False),
+                "kept": self._count(u, kept_only=True),
+                "bytes": self._shard_path(u).stat().st_size,
+                "sha256": file_digest(self._shard_path(u), 64),
+            }
+            for u in units
+        }
         self.manifest.update(
             complete=True,
             completed=_now(),
             counts={
                 "units": len(units),
-                "images": sum(self._count(u, kept_only=False) for u in units),
-                "kept": sum(self._count(u, kept_only=True) for u in units),
+                "images": sum(e["images"] for e in index.values()),
+                "kept": sum(e["kept"] for e in index.values()),
             },
+            index=index,
         )
+        self._write_manifest()
+
+    def verify(self, digests: bool = False) -> list[str]:
+        """What is wrong with a complete store (empty: intact): a unit of its index missing, a shard of another
+        size, an unexpected shard, and with ``digests`` a shard whose sha256 differs. Incomplete stores and stores
+        completed before the index existed report nothing (their units are checked as they are written)."""
+        index = self.manifest.get("index")
+        if not self.is_complete or not index:
+            return []
+        problems = []
+        for unit, entry in index.items():
+            path = self._shard_path(unit)
+            if not path.is_file():
+                problems.append(f"{unit}: shard missing")
+            elif path.stat().st_size != entry["bytes"]:
+                problems.append(f"{unit}: shard is {path.stat().st_size} bytes, {entry['bytes']} when written")
+            elif digests and file_digest(path, 64) != entry["sha256"]:
+                problems.append(f"{unit}: shard content differs from what was written (sha256)")
+        problems += [f"{u}: shard not in the index" for u in sorted(self.completed_units() - set(index))]
+        return problems
+
+    def reopen(self, problems: Sequence[str]) -> None:
+        """After ``verify`` found ``problems``: move the damaged shards aside (``<unit>.pt.damaged``) and mark the
+        store incomplete, so resuming its synthesis regenerates exactly them."""
+        for unit in {p.split(":", 1)[0] for p in problems}:
+            path = self._shard_path(unit)
+            if path.is_file():
+                os.replace(path, path.with_name(path.name + ".damaged"))
+            self._info_cache.pop(unit, None)
+        for key in ("complete", "completed", "counts", "index"):
+            self.manifest.pop(key, None)
+        self.manifest["complete"] = False
         self._write_manifest()
 
     # -- reading --------------------------------------------------------------------------------------------------

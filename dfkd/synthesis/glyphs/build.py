@@ -203,6 +203,7 @@ class _Checkpoints:
 
     def __init__(self, root: Path):
         self.root = root
+        self.seconds: dict[str, float] = {}  # training seconds per stage, summed over every process that worked on it
         root.mkdir(parents=True, exist_ok=True)
 
     def load(self, stage: str) -> dict | None:
@@ -225,20 +226,25 @@ def _train_loop(
     """Run ``step_fn(step)`` for the steps not done yet; ``state`` maps names to objects with ``state_dict``."""
     saved = ckpt.load(name)
     history: list[dict[str, float]] = []
-    start = 0
+    start, seconds = 0, 0.0
     if saved is not None:
         for key, obj in state.items():
             obj.load_state_dict(saved["state"][key])
-        start, history = saved["step"], saved["history"]
+        start, history, seconds = saved["step"], saved["history"], saved.get("seconds", 0.0)
     progress.stage(name, total, start)
     for step in range(start, total):
+        t0 = time.perf_counter()
         logs = step_fn(step)
+        seconds += time.perf_counter() - t0
+        ckpt.seconds[name] = seconds
         if step % 50 == 0 or step == total - 1:
             history.append({"step": step, **logs})
         done = step + 1
         progress.step(done, " ".join(f"{k} {v:.4f}" for k, v in logs.items()))
         if done % every == 0 or done == total:
-            ckpt.save(name, {"step": done, "history": history, "state": {k: o.state_dict() for k, o in state.items()}})
+            states = {k: o.state_dict() for k, o in state.items()}
+            ckpt.save(name, {"step": done, "history": history, "state": states, "seconds": seconds})
+    ckpt.seconds[name] = seconds
     return history
 
 
@@ -564,18 +570,12 @@ def build_glyph_generator(cfg: GlyphBuildConfig, out: str | os.PathLike, overwri
     )
     progress = _Progress()
     try:
-        times: dict[str, float] = {}
-        t = time.time()
         vae, vae_history = _train_vae(cfg, bank, ckpt, progress)
-        times["vae"] = time.time() - t
-        t = time.time()
         unet, text, unet_history = _train_diffusion(cfg, bank, vae, tokenizer, ckpt, progress)
-        times["diffusion"] = time.time() - t
-        t = time.time()
         classifier, cls_history = _train_classifier(cfg, bank, ckpt, progress)
-        times["classifier"] = time.time() - t
     finally:
         progress.close()
+    times = dict(ckpt.seconds)  # training seconds of each stage, over every (resumed) process
     recipe: dict[str, Any] = {
         "recipe_version": RECIPE_VERSION,
         "what": "typeset-glyph latent diffusion model (SD-shaped) for dfkd-bench's embedded default; "
