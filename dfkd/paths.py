@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -25,3 +28,27 @@ def teachers_dir() -> Path:
 def stores_dir() -> Path:
     """Content-addressed synthetic stores, shared by every run that asks for the same synthesis."""
     return cache_dir() / "stores"
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike[str], what: str, notify: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on ``path`` (a ``.lock`` file beside what it guards).
+
+    If another process holds it, say once (``notify``, default stderr) what it is doing and wait for it; the
+    caller then re-checks whether that process already made what it needed. Locks are released on exit, also by
+    a killed process (the OS drops them), so a crash never leaves a stale lock.
+    """
+    from filelock import FileLock, Timeout
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(os.fspath(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        message = f"another process is {what} ({path}); waiting for it to finish"
+        (notify or (lambda m: print(m, file=sys.stderr, flush=True)))(message)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -46,6 +46,9 @@ def test_noise_kd_end_to_end_writes_record_and_leaderboard(tmp_path, digits_teac
         assert key in data, key
     assert data["num_synthetic_images"] == 60
     assert data["teacher"] == "resnet20" and data["student"] == "resnet8"
+    # the record states the teacher file's digest and the recipe that made it (the fixture's 2 epochs, not the
+    # preset's 8: the cached file is used as it is, and said so)
+    assert len(data["teacher_file"]["digest"]) == 64 and data["teacher_file"]["recipe"]["epochs"] == 2
     assert 0 <= record.student_top1 <= 100 and record.student_top1_best >= record.student_top1
     assert data["env"]["packages"]["torch"]
     assert path.parent.parts[-4:-1] == ("digits", "resnet20-resnet8", "noise_kd")
@@ -291,3 +294,23 @@ def test_a_damaged_store_is_regenerated_not_trusted(tmp_path, digits_teacher):
     assert shard.read_bytes() == original  # the same unit, regenerated from its seed
     assert any("is damaged" in n and victim in n for n in notes.notes)
     assert SyntheticStore.open_existing(first.store).is_complete
+
+
+def test_two_identical_runs_at_once_share_the_work_without_a_traceback(tmp_path, digits_teacher):
+    """Two `bench run` processes on one config: one runs, the other waits on the lock, then reports its record."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DFKD_CACHE": str(digits_teacher.parents[1])}
+    cmd = [sys.executable, "-m", "dfkd", "run", "--method", "noise_kd", "-o", str(tmp_path / "runs"),
+           "--set", "images_per_class=3", "--set", "batch_size=3", "--set", "distill.epochs=1",
+           "--set", "diagnose.enabled=false"]  # fmt: skip
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert not any("Traceback" in err for _, err in outs)
+    # usually the second waits on the lock; if it came late, it finds the record: never a second synthesis
+    assert any("waiting for it to finish" in err or "exists: reporting it" in err for _, err in outs)
+    assert len(list((tmp_path / "runs").rglob("record.json"))) == 1

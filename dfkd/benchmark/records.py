@@ -45,6 +45,7 @@ class RunRecord:
     epochs: int
     config_id: str | None = None  # hash of the config without the seed: seeds of one config are averaged
     distill_precision: str | None = None  # float32 | bfloat16 | float16: the student's training precision (AMP)
+    teacher_file: dict[str, Any] | None = None  # source, sha256 digest, and the recipe that trained it (if ours)
     extra: dict[str, float] = field(default_factory=dict)  # further metrics (precision, recall, dg/...)
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch train loss / test accuracy
     diagnostics: dict[str, Any] = field(default_factory=dict)  # histograms, class counts, per-class top-1 (diagnose)

@@ -11,12 +11,13 @@ The same function runs on every process of a ``torchrun`` / ``accelerate launch`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,21 @@ from torch import nn
 
 from dfkd.benchmark.progress import Reporter
 from dfkd.benchmark.records import RunRecord, environment, run_dir
-from dfkd.benchmark.teachers import TeacherRef, build_teacher, resolve_teacher, teacher_accuracy, test_loader
+from dfkd.benchmark.teachers import (
+    TeacherRef,
+    build_teacher,
+    resolve_teacher,
+    teacher_accuracy,
+    teacher_provenance,
+    test_loader,
+)
 from dfkd.config import RunConfig, semantic
 from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import TrainingDivergedError, UserError
 from dfkd.hashing import stable_hash
 from dfkd.methods import create_method
 from dfkd.methods.base import BuildContext, Method, SynthesisOutput, SynthesisUnit, Synthesizer
-from dfkd.paths import stores_dir
+from dfkd.paths import file_lock, stores_dir
 
 NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
 
@@ -200,12 +208,15 @@ def prepare(
 ) -> Prepared:
     from dfkd.datasets import get_dataset
     from dfkd.distill.trainer import seed_everything
-    from dfkd.models import create_model
+    from dfkd.models import check_model_name, create_model
 
     spec = get_dataset(cfg.dataset)
     device = device or resolve_device(cfg.device)
     method = create_method(cfg.method, cfg.method_config)
     ref = resolve_teacher(cfg.teacher, cfg.teacher_arch, spec)
+    student_name = cfg.student or spec.default_student
+    check_model_name(student_name)  # a mistyped student fails now, not after the teacher has trained
+    check_model_name(ref.arch)
     if teacher is None:
         with reporter.stage("teacher", ref.name), dist.main_first():  # rank 0 trains or fetches it
             teacher = build_teacher(
@@ -218,7 +229,6 @@ def prepare(
                 seed=cfg.seed,
                 progress=reporter.epoch_line("teacher"),
             )
-    student_name = cfg.student or spec.default_student
     seed_everything(cfg.seed)
     student = create_model(student_name, spec.num_classes).to(device)
     ctx = BuildContext(teacher, student, spec, device, cfg.seed, cfg.distill, cfg.data_root)
@@ -238,8 +248,6 @@ def run(
     ``dist``/``device``: this process's place in a multi-process job; by default read from the launcher's
     environment (``torchrun``), which for a plain ``bench run`` is the single process on ``cfg.device``.
     """
-    from dfkd.distill.trainer import Trainer
-    from dfkd.synthesis.store import SyntheticStore
 
     if dist is None:
         from dfkd.distributed import setup
@@ -248,6 +256,20 @@ def run(
     reporter = reporter if reporter is not None and dist.is_main else Reporter(quiet=not dist.is_main)
     p = prepare(cfg, reporter, device=device, dist=dist)
     out = run_dir(cfg.output_dir, cfg.dataset, p.teacher_ref.name, p.student_name, cfg.method, run_id_for(cfg))
+    with contextlib.ExitStack() as held:
+        if dist.is_main:  # two identical runs: the second waits, then reports the first one's record
+            held.enter_context(file_lock(out.with_name(f".{out.name}.lock"), f"running {out.name}", reporter.note))
+        dist.barrier()
+        return _run_locked(cfg, p, out, reporter, force, dist)
+
+
+def _run_locked(
+    cfg: RunConfig, p: Prepared, out: Path, reporter: Reporter, force: bool, dist: DistContext
+) -> RunRecord:
+    """``run`` once this job holds the run folder's lock (rank 0): the stages, in order."""
+    from dfkd.distill.trainer import Trainer
+    from dfkd.synthesis.store import SyntheticStore
+
     record_path = out / "record.json"
     if dist.broadcast(record_path.is_file()) and not force:
         record = RunRecord.read(record_path)
@@ -269,6 +291,9 @@ def run(
         with reporter.stage("teacher accuracy", p.teacher_ref.name):
             t_acc, t_pred = teacher_accuracy(p.teacher, p.teacher_ref, p.spec, loader, p.device)
     reporter.note(f"teacher {p.teacher_ref.name}: top-1 {t_acc['top1']:.2f}% on {len(loader.dataset)} test images")
+    teacher_file, warning = teacher_provenance(p.teacher_ref, cfg.teacher_train)
+    if warning:
+        reporter.note(f"warning: {warning}")
 
     synth = p.method.build_synthesizer(p.ctx)
     distiller = p.method.build_distiller(p.ctx)
@@ -308,13 +333,16 @@ def run(
         finalize_stats: dict[str, float] = {}
         stats_file = store.root / "finalize.json"
         if not p.method.online:
-            if store.is_complete:
-                reporter.note(f"synthetic store cache hit: {store.root} ({store.num_images()} images)")
-            else:
-                finalize_stats = synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter, dist)
-                if dist.is_main:
-                    stats_file.write_text(json.dumps(finalize_stats))
-                store = SyntheticStore.open_existing(store.root)  # rank 0 marked it complete
+            with _store_lock(store, dist, reporter):  # one writer per store; a run sharing it waits, then reuses it
+                store = SyntheticStore.open_existing(store.root)  # the process we waited for may have completed it
+                synth.attach_store(store)
+                if store.is_complete:
+                    reporter.note(f"synthetic store cache hit: {store.root} ({store.num_images()} images)")
+                else:
+                    finalize_stats = synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter, dist)
+                    if dist.is_main:
+                        stats_file.write_text(json.dumps(finalize_stats))
+                    store = SyntheticStore.open_existing(store.root)  # rank 0 marked it complete
             dist.barrier()
             if stats_file.is_file():
                 finalize_stats = json.loads(stats_file.read_text())
@@ -390,6 +418,7 @@ def run(
         epochs=cfg.distill.epochs,
         config_id=config_id_for(cfg),
         distill_precision=str(trainer.autocast or torch.float32).removeprefix("torch."),
+        teacher_file=teacher_file,
         extra=extra,
         history=result.history,
         diagnostics=diagnostics,
@@ -401,6 +430,16 @@ def run(
     _finish(record, record_path, cfg, reporter)
     dist.barrier()
     return record
+
+
+@contextlib.contextmanager
+def _store_lock(store: Any, dist: DistContext, reporter: Reporter) -> Iterator[None]:
+    """Rank 0 holds the store's file lock (the other ranks follow it through the barrier)."""
+    with contextlib.ExitStack() as held:
+        if dist.is_main:
+            held.enter_context(file_lock(store.root / ".lock", "writing this synthetic store", reporter.note))
+        dist.barrier()
+        yield
 
 
 def _finish(record: RunRecord, record_path: Path, cfg: RunConfig, reporter: Reporter, repair: bool = False) -> None:

@@ -85,13 +85,44 @@ def _arch_from_filename(path: Path, dataset: str) -> str | None:
     return stem.removeprefix(f"{dataset}_") if stem.startswith(f"{dataset}_") else None
 
 
-def _arch_from_checkpoint(path: Path) -> str | None:
+def _checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The metadata beside the weights in a checkpoint this suite wrote (arch, dataset, recipe, …); {} otherwise."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
-        return None
-    arch = obj.get("arch") if isinstance(obj, dict) else None
+        return {}
+    return {k: v for k, v in obj.items() if k != "state_dict"} if isinstance(obj, dict) else {}
+
+
+def _arch_from_checkpoint(path: Path) -> str | None:
+    arch = _checkpoint_meta(path).get("arch")
     return arch if isinstance(arch, str) else None
+
+
+def teacher_provenance(ref: TeacherRef, recipe: DistillConfig | None) -> tuple[dict[str, Any], str | None]:
+    """(what the record states about the teacher file, a warning or None). The file's sha256 digest, and for a
+    teacher this suite trained the recipe that actually made it, which may differ from ``recipe`` (the run's
+    ``teacher_train``) when an earlier run trained the cached file: the warning says so and how to retrain."""
+    from dfkd.config import semantic
+    from dfkd.hashing import file_digest
+
+    if ref.path is None:
+        return {"source": ref.name, "digest": None, "recipe": None}, None
+    meta = _checkpoint_meta(ref.path)
+    made_by = meta.get("recipe")
+    info = {"source": str(ref.path), "digest": file_digest(ref.path, 64), "recipe": made_by}
+    if made_by is None or recipe is None:
+        return info, None
+    wanted = semantic(recipe)
+    differs = sorted(k for k in wanted if k in made_by and made_by[k] != wanted[k])
+    if not differs:
+        return info, None
+    shown = ", ".join(f"{k} {made_by[k]!r} (config {wanted[k]!r})" for k in differs[:4])
+    return info, (
+        f"the cached teacher {ref.path} was trained with another recipe: {shown}; this run uses it as it is and "
+        f"records the recipe that made it. To train one with this recipe: delete the file, or "
+        f"`bench teacher train --dataset {meta.get('dataset', '…')} --out PATH` and pass --teacher PATH"
+    )
 
 
 def build_teacher(
@@ -118,7 +149,13 @@ def build_teacher(
             if not allowed:
                 help_ = BUNDLE_HELP.format(dir=ref.path.parent, dataset=spec.name, arch=ref.arch)
                 raise UserError(f"No teacher checkpoint at {ref.path}: {help_}")
-            train_teacher(spec, ref.arch, recipe or DistillConfig(), ref.path, device, data_root, seed, progress)
+            from dfkd.paths import file_lock
+
+            with file_lock(ref.path.with_name(ref.path.name + ".lock"), f"training the teacher {ref.path.name}"):
+                if not ref.path.is_file():  # the process we waited for may have trained it
+                    train_teacher(
+                        spec, ref.arch, recipe or DistillConfig(), ref.path, device, data_root, seed, progress
+                    )
         model = create_model(ref.arch, spec.num_classes)
         load_weights(model, ref.path, source=str(ref.path))
     model.to(device).eval().requires_grad_(False)

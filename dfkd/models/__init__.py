@@ -69,6 +69,16 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False, **kwa
     return builder(num_classes=num_classes, **kwargs)
 
 
+def check_model_name(name: str) -> None:
+    """Raise ``UnknownNameError`` (with a did-you-mean) for a name ``create_model`` would refuse; builds nothing.
+    Zoo names (``timm/…``, ``torchvision/…``) are checked when they are built."""
+    if not name.startswith(ZOO_PREFIXES):
+        try:
+            MODELS.get(name)
+        except UnknownNameError as e:
+            raise UnknownNameError(f"{e} Zoo models: timm/<name> or torchvision/<name>.") from None
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted registered model names matching a shell-style ``pattern`` (zoo models not listed)."""
     return MODELS.names(pattern)

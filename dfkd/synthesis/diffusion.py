@@ -151,6 +151,12 @@ class GeneratorConfig:
             raise ConfigError("generator.path must be a Hub id, a local folder or 'tiny'")
         if self.max_batch is not None and (not isinstance(self.max_batch, int) or self.max_batch <= 0):
             raise ConfigError(f"generator.max_batch must be a positive integer or null, got {self.max_batch!r}")
+        _tiny_seed(self.path)  # "tiny:<not an integer>" fails here, before any work
+        if _looks_local(self.path) and not os.path.isdir(os.path.expanduser(self.path)):
+            raise ConfigError(
+                f"generator.path {self.path!r} is not an existing folder. Fix: point it at a local diffusers folder "
+                f"({'/ '.join(_SUBFOLDERS)}/), a Hub id such as {DEFAULT_MODEL!r}, 'glyphs' or 'tiny'"
+            )
 
 
 # Every speed switch at its slow setting: one trajectory per call, float32, eager attention, two CFG calls, text
