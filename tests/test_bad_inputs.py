@@ -71,6 +71,8 @@ CASES: dict[str, list[str]] = {
     "PRISM vocabulary": ["run", "--method", "prism", "--set", "prompts.vocabulary=emoji"],
     "PRISM window": ["run", "--method", "prism", "--set", "guidance_start=0.9", "--set", "guidance_stop=0.1"],
     "diffusion KD zero batch": ["run", "--method", "diffusion_kd", "--set", "batch_size=0"],
+    # where the output goes
+    "output folder is a file": ["run", "--method", "noise_kd", "--output-dir", "/etc/hostname/runs"],
     # other verbs
     "generator build: zero steps": ["generator", "build", "glyphs", "--set", "unet_steps=0"],
     "generator build: unknown key": ["generator", "build", "glyphs", "--set", "unet_step=10"],
@@ -83,7 +85,7 @@ CASES: dict[str, list[str]] = {
 def test_bad_input_fails_before_work_with_one_line(argv, tmp_path, capsys, _isolated_cache, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs"
-    if argv[0] == "run":
+    if argv[0] == "run" and "--output-dir" not in argv:
         argv = [*argv, "--output-dir", str(out)]
     code = main(argv)
     captured = capsys.readouterr()

@@ -254,6 +254,8 @@ def run(
 
         dist, device = setup(cfg.device)
     reporter = reporter if reporter is not None and dist.is_main else Reporter(quiet=not dist.is_main)
+    if dist.is_main:
+        check_writable(cfg.output_dir, "--output-dir")  # before the teacher trains, not after
     p = prepare(cfg, reporter, device=device, dist=dist)
     out = run_dir(cfg.output_dir, cfg.dataset, p.teacher_ref.name, p.student_name, cfg.method, run_id_for(cfg))
     with contextlib.ExitStack() as held:
@@ -261,6 +263,20 @@ def run(
             held.enter_context(file_lock(out.with_name(f".{out.name}.lock"), f"running {out.name}", reporter.note))
         dist.barrier()
         return _run_locked(cfg, p, out, reporter, force, dist)
+
+
+def check_writable(folder: str | Path, option: str) -> None:
+    """One-line ``UserError`` unless ``folder`` is (or can be created as) a folder this process can write."""
+    import os
+
+    path = Path(folder).expanduser().absolute()
+    probe = path
+    while not probe.exists():  # the nearest existing ancestor decides
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{option} {str(folder)!r}: {probe} is a file, not a folder. Fix: choose another {option}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {str(folder)!r}: {probe} is not writable. Fix: choose a folder you can write")
 
 
 def _run_locked(

@@ -56,6 +56,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no: one line naming the path, not a traceback
+        message = _io_message(e)
+        if message is None or args.debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _io_message(e: OSError) -> str | None:
+    """One line for the I/O errors a user can fix (full disk, read-only or forbidden place); None for others."""
+    import errno
+
+    where = e.filename or "the output folder"
+    fixes = {
+        errno.ENOSPC: f"no space left on the device holding {where}. Fix: free space or point "
+        "--output-dir / $DFKD_CACHE elsewhere, then run the same command again (it resumes)",
+        errno.EDQUOT: f"disk quota exceeded writing {where}. Fix: free space or write elsewhere, then run again",
+        errno.EROFS: f"{where} is on a read-only file system. Fix: choose a writable --output-dir / $DFKD_CACHE",
+        errno.EACCES: f"permission denied: {where}. Fix: choose a folder you can write (--output-dir, $DFKD_CACHE)",
+        errno.ENOTDIR: f"{where}: a path component is a file, not a folder. Fix: choose another --output-dir",
+        errno.EEXIST: f"{where} exists and is not a folder. Fix: choose another --output-dir",
+    }
+    return fixes.get(e.errno)
 
 
 if __name__ == "__main__":  # pragma: no cover
