@@ -462,3 +462,29 @@ def test_bench_prompts_takes_the_settings_of_a_methods_config(capsys):
     finally:
         METHODS.unregister("test_prompts_method")
     assert "(2 prompts, contents: templates)" in capsys.readouterr().out
+
+
+def test_glyph_vocabulary_draws_styles_and_contents_from_the_generator_captions():
+    """prompts.vocabulary=glyphs: every prompt is made of words the glyph generator was trained on."""
+    from dfkd.datasets import get_dataset
+    from dfkd.methods.prism_prompts import PromptConfig, build_prompt_sets, glyph_vocabulary
+    from dfkd.synthesis.glyphs.render import VOCABULARY, caption_corpus
+    from dfkd.synthesis.tokenizer import clip_tokenizer
+
+    spec = get_dataset("digits")
+    phrases, styles, contents = glyph_vocabulary(spec)
+    assert phrases[7] == "digit seven" and len(set(phrases)) == 10
+    assert "a bold italic handwritten" in styles and "an italic" in styles and "a" in styles
+    assert "white on black" in contents and "at the top left" in contents and "blurry" in contents
+    sets = build_prompt_sets(spec, PromptConfig(vocabulary="glyphs", prompts_per_class=6, candidates_per_class=12))
+    tokenizer = clip_tokenizer()
+    known = {t for text in caption_corpus() for t in tokenizer.tokenize(text)}
+    for label, entries in enumerate(sets):
+        assert len({e.prompt for e in entries}) == 6
+        for e in entries:
+            assert f"digit {phrases[label].split()[-1]}" in e.prompt
+            assert set(tokenizer.tokenize(e.prompt)) <= known, e.prompt
+    assert len({e.style for entries in sets for e in entries}) > 10  # styles really diversify
+    assert set(VOCABULARY["family"]) <= {w for s in styles for w in s.split()} | {"sans-serif"}
+    with pytest.raises(Exception, match=r"prompts\.vocabulary=glyphs"):
+        glyph_vocabulary(get_dataset("cifar10"))
