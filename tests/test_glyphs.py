@@ -164,13 +164,14 @@ def test_one_guided_diffdfkd_step_on_the_glyph_generator_lowers_the_teacher_ce()
 
 
 def test_class_prompted_samples_are_recognised_by_the_render_classifier():
-    digits = list(range(10))
-    labels = [d for d in digits for _ in range(2)]
-    images = sample_class_prompts(SHIPPED, labels, seed=0, steps=20, guidance=3.0)  # (20, 3, 32, 32)
+    """One sample per character, prompted with its class caption (seed 0, DDIM 20, CFG 3): the shipped render
+    classifier recognises the asked character above chance (measured at this commit: 6 of 76; chance 1 of 76)."""
+    labels = list(range(len(render.CHARSET)))
+    images = sample_class_prompts(SHIPPED, labels, seed=0, steps=20, guidance=3.0)  # (76, 3, 32, 32)
     with torch.no_grad():
         pred = load_classifier(SHIPPED)(images).argmax(1)
-    accuracy = float((pred == torch.tensor(labels)).float().mean())
-    assert accuracy >= 5 / len(render.CHARSET), f"caption accuracy {accuracy:.2f} is near chance"
+    hits = int((pred == torch.tensor(labels)).sum())
+    assert hits >= 4, f"{hits} of {len(labels)} class prompts recognised: at chance"
 
 
 # ------------------------------------------------------------------------------------------------ build
