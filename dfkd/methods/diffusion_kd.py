@@ -29,8 +29,7 @@ class DiffusionKD(Method):
     @dataclass(frozen=True)
     class Config:
         generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # same backbone as diffdfkd
-        # {name}: the class name with spaces for underscores ("aquarium fish"); {a_name}: with its article
-        prompt_template: str = "a photo of {a_name}"
+        prompt_template: str = "a photo of {a_name}"  # {name}: class name, spaces for "_"; {a_name}: with article
         negative_prompt: str = ""  # the unconditional prompt of CFG
         num_steps: int = 50  # denoising steps
         guidance_scale: float = 3.0  # CFG scale; equal to diffdfkd's so the ablation changes one thing

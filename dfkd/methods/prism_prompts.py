@@ -240,7 +240,8 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if self.vocabulary not in VOCABULARIES:
             raise ConfigError(
-                f"prompts.vocabulary must be null or one of {', '.join(VOCABULARIES)}, not {self.vocabulary!r}"
+                f"prompts.vocabulary must be null or one of {', '.join(v for v in VOCABULARIES if v)}, "
+                f"not {self.vocabulary!r}"
             )
         if self.contents not in CONTENT_SOURCES:
             close = difflib.get_close_matches(self.contents, CONTENT_SOURCES, n=1)
