@@ -241,23 +241,15 @@ class DiffDFKDSynthesizer(Synthesizer):
             logs=logs,
         )
 
-    def guidance_loss(
-        self,
-        z_t: Tensor,
-        t: Tensor,
-        cond: Tensor,
-        uncond: Tensor,
-        labels: Tensor,
-        bn: BNStatistics,
-        adversary: nn.Module | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
+    def guidance_loss(self, *args: Any, **kwargs: Any) -> tuple[Tensor, dict[str, float]]:
         """L(z_t) = Σ_i [bn·L_bn(x_i) + ce·CE(f(x_i), y) (+ adv·L_adv,i)], x = teacher view of D(x̂0(z_t)).
 
-        Summed over the trajectories, each image's BN term on its own statistics (``bn`` must be
-        ``BNStatistics(teacher, per_image=True)``): the gradient on one latent is what the released code
-        computes with a batch of one, whatever the batch. Logs are per-image means. Differentiable in z_t.
+        ``guidance_terms`` without the decoded images (same arguments). Summed over the trajectories, each image's
+        BN term on its own statistics (``bn`` must be ``BNStatistics(teacher, per_image=True)``): the gradient on
+        one latent is what the released code computes with a batch of one, whatever the batch. Logs are per-image
+        means. Differentiable in z_t.
         """
-        loss, logs, _ = self.guidance_terms(z_t, t, cond, uncond, labels, bn, adversary)
+        loss, logs, _ = self.guidance_terms(*args, **kwargs)
         return loss, logs
 
     def guidance_terms(
