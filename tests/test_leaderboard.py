@@ -52,6 +52,7 @@ def make_record(**overrides) -> dict:
         "synthesis_seconds": 10.0,
         "distill_seconds": 5.0,
         "epochs": 4,
+        "protocol": "matched",
         "extra": {},
         "config": {},
         "env": {},
@@ -232,8 +233,9 @@ def test_reference_rows_are_apart_from_measured(runs: Path, reference: pd.DataFr
 def test_reference_follows_the_datasets_of_the_records(runs: Path, reference: pd.DataFrame) -> None:
     df = build_leaderboard(load_records(runs), reference=reference)
     assert set(df.loc[df["kind"] == "reference", "dataset"]) == {"cifar10"}  # digits has none; no cifar100 runs
-    assert list(df["kind"]) == ["measured"] * 3 + ["reference"] * EXPECTED_REFERENCE_ROWS["cifar10"]
-    assert list(df["dataset"][:3]) == ["cifar10", "digits", "digits"]  # measured sorted by dataset first
+    # by data set, then protocol: cifar10's matched run, its published reference rows, then digits
+    assert list(df["kind"]) == ["measured"] + ["reference"] * EXPECTED_REFERENCE_ROWS["cifar10"] + ["measured"] * 2
+    assert list(df["dataset"]) == ["cifar10"] * (1 + EXPECTED_REFERENCE_ROWS["cifar10"]) + ["digits"] * 2
     only_ref = build_leaderboard([], dataset="imagenet", reference=reference)
     assert len(only_ref) == EXPECTED_REFERENCE_ROWS["imagenet"]
 
@@ -360,3 +362,27 @@ def test_different_configs_of_one_cell_get_their_own_rows():
     assert measured.loc["config aaaa", "student_top1_mean"] == 41.0
     assert measured.loc["config aaaa", "n_seeds"] == 2
     assert measured.loc["config bbbb", "student_top1_mean"] == 60.0
+
+
+def test_protocols_are_never_averaged_together_and_reference_rows_sit_with_published(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    base = dict(dataset="cifar10", teacher="resnet34", student="resnet18", method="deepinversion")
+    write_record(runs, make_record(**base, run_id="m0", seed=0, protocol="matched", student_top1=80.0))
+    write_record(runs, make_record(**base, run_id="m1", seed=1, protocol="matched", student_top1=82.0))
+    write_record(runs, make_record(**base, run_id="p0", seed=0, protocol="published", student_top1=60.0))
+    legacy = make_record(**base, run_id="u0", seed=0, student_top1=10.0)
+    del legacy["protocol"]
+    write_record(runs, legacy)
+    df = build_leaderboard(load_records(runs), dataset="cifar10", reference=load_reference())
+    measured = df[df["kind"] == "measured"]
+    assert list(zip(measured["protocol"], measured["student_top1_mean"])) == [
+        ("matched", 81.0),
+        ("published", 60.0),
+        ("unstated", 10.0),
+    ]
+    assert set(df[df["kind"] == "reference"]["protocol"]) == {"published"}
+    order = list(df["protocol"])  # matched, then published (measured, then reference), then unstated
+    assert order == sorted(order, key=["matched", "published", "unstated"].index)
+    md = write_leaderboard(df, tmp_path / "out")[1].read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## Protocol: ")]
+    assert sections == ["## Protocol: matched", "## Protocol: published", "## Protocol: unstated"]

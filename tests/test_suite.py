@@ -37,7 +37,9 @@ exclude:
 """
 
 
-@pytest.mark.parametrize("name, cells", [("cifar-table", 180), ("imagenet", 12), ("digits", 12)])
+@pytest.mark.parametrize(
+    "name, cells", [("cifar-table", 180), ("cifar-reproduce", 150), ("imagenet", 12), ("digits", 36)]
+)
 def test_shipped_suites_resolve_every_cell(name, cells):
     suite = load_suite(name)
     assert len(suite.cells) == cells
@@ -50,9 +52,19 @@ def test_cifar_table_has_the_published_columns():
     pairs = {(c.dataset, c.config.teacher, c.config.student) for c in suite.cells}
     assert ("cifar100", "wrn40_2", "wrn16_1") in pairs and ("cifar10", "vgg11", "resnet18") in pairs
     assert {c.seed for c in suite.cells} == {0, 1, 2}
+    assert {c.protocol for c in suite.cells} == {"matched"}
     cell = next(c for c in suite.cells if c.method == "diffdfkd" and c.dataset == "cifar10")
-    assert cell.config.distill.temperature == 30.0  # the method's preset recipe survives the suite's `set`
+    assert cell.config.distill.temperature == 20.0  # the data set's one recipe survives the suite's `set`
     assert cell.config.distill.num_workers == 8 and cell.config.device == "cuda"
+    assert cell.budget()["images"] == 50_000 and cell.budget()["kd_steps"] == 39_200
+
+
+def test_cifar_reproduce_runs_each_method_with_its_released_recipe():
+    suite = load_suite("cifar-reproduce")
+    assert {c.protocol for c in suite.cells} == {"published"}
+    cell = next(c for c in suite.cells if c.method == "diffdfkd" and c.dataset == "cifar10")
+    assert cell.config.distill.temperature == 30.0 and cell.config.distill.milestones == (150, 180, 210)
+    assert cell.config.method_config.trajectories_per_class == 5000
 
 
 def test_grid_order_overrides_and_excludes(tmp_path):

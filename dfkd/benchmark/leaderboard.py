@@ -69,6 +69,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "student",
     "method",
     "kind",  # "measured" (our runs) or "reference" (published number)
+    "protocol",  # matched | published | custom (never averaged across); reference rows are "published"
     "n_seeds",  # number of runs averaged (measured only)
     "seeds",  # their seeds, sorted, comma separated: "0,1,2"
     "student_top1_mean",  # HEADLINE: student top-1 % at the last epoch, mean over seeds (measured only)
@@ -99,7 +100,9 @@ _SYNTHETIC_COLUMNS = {
     "teacher_fd_mean": "synthetic/teacher_fd",
 }
 _KEY = ("dataset", "teacher", "student", "method")
-_STRING_COLUMNS = ("dataset", "teacher", "student", "method", "kind", "seeds", "source", "note")
+_STRING_COLUMNS = ("dataset", "teacher", "student", "method", "kind", "protocol", "seeds", "source", "note")
+# order of the protocol sections; records written before protocols existed say "unstated"
+_PROTOCOL_ORDER = {"matched": 0, "published": 1, "custom": 2, "unstated": 3}
 _INTEGER_COLUMNS = ("n_seeds",)
 _REAL_DATA_METHODS = frozenset({"teacher", "scratch", "real_kd"})  # reference rows whose images are not synthetic
 
@@ -128,10 +131,13 @@ _RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "env": (dict,),
 }
 _NULLABLE_FIELDS = frozenset({"teacher_student_agreement"})
-_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"extra": (dict,), "diagnostics": (dict,)}
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"extra": (dict,), "diagnostics": (dict,), "protocol": (str,)}
 
 _MARKDOWN_NOTE = (
-    "> Reference rows (`kind` = reference) are published numbers as the authors report them: the best test "
+    "> Rows are grouped by protocol and never averaged across protocols: `matched` gives every method the data "
+    "set's one KD recipe and the same budget of synthetic images and student steps; `published` runs each method "
+    "with its own released recipe and budget, beside the published reference rows; `custom` is anything else. "
+    "Reference rows (`kind` = reference) are published numbers as the authors report them: the best test "
     "accuracy over epochs, shown in `student_top1_best_mean`, with their `source`. The measured headline "
     "`student_top1_mean` is the student's top-1 at the last epoch (mean over seeds). Generated from run records "
     "by `dfkd.benchmark.leaderboard`; do not edit by hand."
@@ -279,6 +285,7 @@ def _measured_row(group: list[Mapping[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {
         **{k: first[k] for k in _KEY},
         "kind": "measured",
+        "protocol": _protocol(first),
         "n_seeds": len(group),
         "seeds": ",".join(str(s) for s in seeds),
         "student_top1_mean": student_top1_mean,
@@ -301,6 +308,10 @@ def _measured_row(group: list[Mapping[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def _protocol(record: Mapping[str, Any]) -> str:
+    return str(record.get("protocol") or "unstated")
+
+
 def _reference_rows(reference: pd.DataFrame, datasets: set[str] | None) -> list[dict[str, Any]]:
     missing = [c for c in REFERENCE_COLUMNS if c not in reference.columns]
     if missing:
@@ -315,6 +326,7 @@ def _reference_rows(reference: pd.DataFrame, datasets: set[str] | None) -> list[
             {
                 **{k: str(ref[k]) for k in _KEY},
                 "kind": "reference",
+                "protocol": "published",
                 "student_top1_best_mean": float(ref["student_top1_best"]),
                 "num_synthetic_images": float(images) if synthetic else math.nan,
                 "source": "" if pd.isna(ref["source"]) else str(ref["source"]),
@@ -341,7 +353,8 @@ def build_leaderboard(
     records = [r for r in records if dataset is None or r["dataset"] == dataset]
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for record in records:  # seeds of one configuration are averaged; different configurations get own rows
-        groups.setdefault((*(record[k] for k in _KEY), record.get("config_id") or ""), []).append(record)
+        key = (*(record[k] for k in _KEY), _protocol(record), record.get("config_id") or "")
+        groups.setdefault(key, []).append(record)
     configs_per_cell: dict[tuple, int] = {}
     for key in groups:
         configs_per_cell[key[:-1]] = configs_per_cell.get(key[:-1], 0) + 1
@@ -353,7 +366,7 @@ def build_leaderboard(
         measured.append(row)
     measured.sort(key=lambda r: (r["dataset"], r["teacher"], r["student"], r["method"]))
     measured.sort(key=lambda r: -r["student_top1_mean"] if not math.isnan(r["student_top1_mean"]) else math.inf)
-    measured.sort(key=lambda r: (r["dataset"], r["teacher"], r["student"]))  # stable: keeps top-1 order inside
+    measured.sort(key=lambda r: (r["dataset"], _PROTOCOL_ORDER.get(r["protocol"], 9), r["teacher"], r["student"]))
 
     published: list[dict[str, Any]] = []
     if reference is not None:
@@ -363,7 +376,10 @@ def build_leaderboard(
 
     extras = sorted({c for row in measured for c in row} - set(LEADERBOARD_COLUMNS))
     columns = [*LEADERBOARD_COLUMNS, *extras]
-    df = pd.DataFrame([*measured, *published], columns=columns)
+    rows = sorted(
+        [*measured, *published], key=lambda r: (r["dataset"], _PROTOCOL_ORDER.get(r["protocol"], 9))
+    )  # stable: within a data set, matched rows, then published measured rows and the reference rows beside them
+    df = pd.DataFrame(rows, columns=columns)
     for column in columns:
         if column in _STRING_COLUMNS:
             df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
@@ -388,13 +404,21 @@ def _markdown_cell(column: str, value: Any) -> str:
 
 
 def _markdown(df: pd.DataFrame) -> str:
+    """A heading per protocol (in ``_PROTOCOL_ORDER``), each with its own table."""
+    from dfkd.config import PROTOCOLS
+
     datasets = ", ".join(dict.fromkeys(df["dataset"])) or "(no rows)"
     lines = [f"# Leaderboard: {datasets}", "", _MARKDOWN_NOTE, ""]
-    lines.append("| " + " | ".join(c.replace("|", "\\|") for c in df.columns) + " |")
-    lines.append("|" + "|".join("---" for _ in df.columns) + "|")
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_markdown_cell(c, v) for c, v in zip(df.columns, row)) + " |")
-    return "\n".join(lines) + "\n"
+    header = "| " + " | ".join(c.replace("|", "\\|") for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    for protocol in dict.fromkeys(df["protocol"]):
+        part = df[df["protocol"] == protocol]
+        about = PROTOCOLS.get(protocol, "records written before protocols were recorded")
+        lines += [f"## Protocol: {protocol}", "", f"{about}.", "", header, rule]
+        for row in part.itertuples(index=False):
+            lines.append("| " + " | ".join(_markdown_cell(c, v) for c, v in zip(df.columns, row)) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _write_pair(df: pd.DataFrame, csv_path: Path) -> list[Path]:

@@ -93,6 +93,7 @@ class Reporter:
         table.add_column("metric")
         table.add_column("value", justify="right")
         rows = [
+            ("protocol", str(getattr(record, "protocol", None) or "-")),
             ("student top-1 (last epoch)", f"{record.student_top1:.2f}%"),
             (f"student top-1 (best, epoch {record.student_top1_best_epoch})", f"{record.student_top1_best:.2f}%"),
             ("student top-5 (last)", f"{record.student_top5:.2f}%"),

@@ -44,6 +44,8 @@ class RunRecord:
     distill_seconds: float
     epochs: int
     config_id: str | None = None  # hash of the config without the seed: seeds of one config are averaged
+    protocol: str | None = None  # matched | published | custom (dfkd.config.PROTOCOLS); None: an older record
+    protocol_deviations: list[str] = field(default_factory=list)  # why a run asked for a protocol is "custom"
     distill_precision: str | None = None  # float32 | bfloat16 | float16: the student's training precision (AMP)
     teacher_file: dict[str, Any] | None = None  # source, sha256 digest, and the recipe that trained it (if ours)
     extra: dict[str, float] = field(default_factory=dict)  # further metrics (precision, recall, dg/...)

@@ -34,7 +34,7 @@ from dfkd.benchmark.teachers import (
     teacher_provenance,
     test_loader,
 )
-from dfkd.config import RunConfig, semantic
+from dfkd.config import RunConfig, protocol_deviations, semantic
 from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import TrainingDivergedError, UserError
 from dfkd.hashing import stable_hash
@@ -265,6 +265,13 @@ def run(
         return _run_locked(cfg, p, out, reporter, force, dist)
 
 
+def recorded_protocol(cfg: RunConfig) -> tuple[str, list[str]]:
+    """The protocol a run's record states, and how it departs from the one it asked for: a run that changes
+    its protocol's KD recipe or budget (``dfkd.config.protocol_deviations``) is recorded as ``custom``."""
+    deviations = protocol_deviations(cfg)
+    return ("custom" if deviations else cfg.protocol), deviations
+
+
 def check_writable(folder: str | Path, option: str) -> None:
     """One-line ``UserError`` unless ``folder`` is (or can be created as) a folder this process can write."""
     import os
@@ -297,6 +304,14 @@ def _run_locked(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
+    protocol, deviations = recorded_protocol(cfg)
+    if deviations:
+        reporter.note(
+            f"protocol: {cfg.protocol} asked, recorded as custom ({'; '.join(deviations[:4])}"
+            f"{'; …' if len(deviations) > 4 else ''})"
+        )
+    else:
+        reporter.note(f"protocol: {protocol}")
 
     if cfg.dg:  # a bad key or missing folder must fail now, not after hours of training
         from dfkd.benchmark.dg import load_dg_sets
@@ -433,6 +448,8 @@ def _run_locked(
         distill_seconds=result.seconds,
         epochs=cfg.distill.epochs,
         config_id=config_id_for(cfg),
+        protocol=protocol,
+        protocol_deviations=deviations,
         distill_precision=str(trainer.autocast or torch.float32).removeprefix("torch."),
         teacher_file=teacher_file,
         extra=extra,

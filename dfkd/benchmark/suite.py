@@ -10,6 +10,7 @@ A suite file::
       pair:                                 # teacher/student pairs (or separate `teacher:` / `student:` lists)
         - {teacher: resnet34, student: resnet18}
         - {teacher: wrn40_2, student: wrn16_1}
+      protocol: matched                     # matched | published | custom, or a list (a grid axis like any other)
       method: [diffdfkd, prism, deepinversion]
       seed: [0, 1, 2]
     set:                                    # every cell (dotted keys like --set: distill.epochs: 5)
@@ -20,7 +21,7 @@ A suite file::
     exclude:                                # cells to leave out (every given axis must match)
       - {method: real_kd, seed: 2}
 
-Cells are expanded in a fixed order (data set, pair, method, seed), so ``--shard i/n`` (cells i, i+n,
+Cells are expanded in a fixed order (data set, pair, protocol, method, seed), so ``--shard i/n`` (cells i, i+n,
 i+2n, …; i from 0, as ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``) gives each job of an array a
 deterministic, balanced slice. A cell whose ``record.json`` exists is skipped, so a suite (or one shard)
 run again does only what is missing, and ``bench leaderboard --runs OUTPUT_DIR`` merges every record.
@@ -41,9 +42,9 @@ import yaml
 from dfkd.config import RunConfig, merge, nest, resolve_run_config
 from dfkd.errors import ConfigError, UserError
 
-AXES = ("dataset", "pair", "teacher", "student", "method", "seed")
+AXES = ("dataset", "pair", "teacher", "student", "protocol", "method", "seed")
 TOP_KEYS = ("name", "description", "output_dir", "grid", "set", "cells", "exclude")
-MATCH_KEYS = ("dataset", "teacher", "student", "method", "seed")
+MATCH_KEYS = ("dataset", "teacher", "student", "protocol", "method", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Cell:
     dataset: str
     teacher: str | None  # as in the grid (what `where` matches); None: the preset's default
     student: str | None
+    protocol: str
     method: str
     seed: int
     config: RunConfig
@@ -64,7 +66,24 @@ class Cell:
 
         spec = get_dataset(self.dataset)
         teacher, student = self.config.teacher or spec.default_teacher, self.config.student or spec.default_student
-        return f"{self.dataset}/{teacher}-{student}/{self.method}/seed{self.seed}"
+        return f"{self.dataset}/{teacher}-{student}/{self.protocol}/{self.method}/seed{self.seed}"
+
+    def budget(self) -> dict[str, Any]:
+        """What the cell spends and how it trains the student: the columns of ``bench suite run --dry-run``."""
+        from dfkd.datasets import get_dataset
+        from dfkd.methods import get_method_class
+
+        cfg, d = self.config, self.config.distill
+        spent = get_method_class(self.method).budget(cfg.method_config, get_dataset(self.dataset).num_classes, d)
+        return {
+            "images": spent.images,
+            "kd_steps": spent.kd_steps,
+            "T": d.temperature,
+            "lr": d.lr,
+            "epochs": d.epochs,
+            "batch": d.batch_size,
+            "schedule": d.schedule,
+        }
 
     def coords(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in MATCH_KEYS}
@@ -125,22 +144,33 @@ def load_suite(name_or_path: str, *, output_dir: str | None = None) -> Suite:
     excludes = [_where(e, f"{path}: exclude[{i}]") for i, e in enumerate(doc.get("exclude") or [])]
 
     cells: list[Cell] = []
-    for dataset, (teacher, student), method, seed in itertools.product(
-        _axis(grid, "dataset", [None]), _pairs(grid, path), _axis(grid, "method", [None]), _axis(grid, "seed", [0])
+    for dataset, (teacher, student), protocol, method, seed in itertools.product(
+        _axis(grid, "dataset", [None]),
+        _pairs(grid, path),
+        _axis(grid, "protocol", [common.get("protocol")]),
+        _axis(grid, "method", [None]),
+        _axis(grid, "seed", [0]),
     ):
-        coords = {"dataset": dataset, "teacher": teacher, "student": student, "method": method, "seed": seed}
+        coords = {
+            "dataset": dataset,
+            "teacher": teacher,
+            "student": student,
+            "protocol": protocol,
+            "method": method,
+            "seed": seed,
+        }
         if any(_matches(coords, e) for e in excludes):
             continue
         overrides = common
         for where, sets in rules:
             if _matches(coords, where):
                 overrides = merge(overrides, sets)
-        flags = {"teacher": teacher, "student": student, "seed": seed, "output_dir": out}
+        flags = {"teacher": teacher, "student": student, "protocol": protocol, "seed": seed, "output_dir": out}
         try:
             cfg = resolve_run_config(method=method, dataset=dataset, flags=merge(overrides, flags))
         except UserError as e:
-            raise type(e)(f"{path}: cell {dataset}/{teacher}-{student}/{method}/seed{seed}: {e}") from None
-        cells.append(Cell(len(cells), cfg.dataset, teacher, student, cfg.method, cfg.seed, cfg))
+            raise type(e)(f"{path}: cell {dataset}/{teacher}-{student}/{protocol}/{method}/seed{seed}: {e}") from None
+        cells.append(Cell(len(cells), cfg.dataset, teacher, student, cfg.protocol, cfg.method, cfg.seed, cfg))
     if not cells:
         raise ConfigError(f"{path}: the grid has no cells (check grid and exclude)")
     return Suite(name, str(doc.get("description") or ""), str(out), tuple(cells))

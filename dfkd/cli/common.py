@@ -18,6 +18,12 @@ def add_config_options(p: argparse.ArgumentParser, *, method_default: str | None
     p.add_argument("--dataset", "-d", help="data set name (`bench ls datasets`); default digits")
     p.add_argument("--teacher", help="teacher: arch (resnet34), bundle stem (cifar10_resnet34), PATH.pth, timm/NAME")
     p.add_argument("--student", help="student architecture (`bench ls models`)")
+    p.add_argument(
+        "--protocol",
+        choices=("matched", "published", "custom"),
+        help="matched (default): one KD recipe and budget for every method; published: each method's released "
+        "recipe and budget; custom: the preset's shared settings only",
+    )
     p.add_argument("--config", "-c", dest="config_file", help="YAML config file (over the preset)")
     add_set_option(p, "override one key, e.g. --set distill.epochs=10 --set generator.path=/models/sd15")
     p.add_argument("--seed", type=int, help="run seed (default 0)")
@@ -34,6 +40,7 @@ def resolve(args: argparse.Namespace, **extra_flags: Any):
         "seed": args.seed,
         "device": args.device,
         "data_root": args.data_root,
+        "protocol": getattr(args, "protocol", None),
         **extra_flags,
     }
     return resolve_run_config(

@@ -49,9 +49,19 @@ def run_main(args: argparse.Namespace) -> int:
     summary = f"suite {suite.name}: {len(suite.cells)} cells, {len(done)} done{shard_note}, {len(todo)} to run"
     if args.dry_run:
         print(summary)
+        print(
+            f"{'cell':>4}  {'shard':<7} {'status':<11} {'images':>9} {'kd steps':>9} {'T':>5} {'lr':>6} "
+            f"{'epochs':>6} {'batch':>5} {'schedule':<8} run"
+        )
         for c in suite.cells:
             status = "done" if c.index in done else ("todo" if c.index in mine else "other shard")
-            print(f"{c.index:>4}  {c.index % count:>3}/{count:<3} {status:<11} {c.label}")
+            b = c.budget()
+            images = "real" if b["images"] is None else f"{b['images']:,}"
+            steps = "-" if b["kd_steps"] is None else f"{b['kd_steps']:,}"
+            print(
+                f"{c.index:>4}  {c.index % count:>3}/{count:<3} {status:<11} {images:>9} {steps:>9} {b['T']:>5g} "
+                f"{b['lr']:>6g} {b['epochs']:>6} {b['batch']:>5} {b['schedule']:<8} {c.label}"
+            )
         print(f"records: {suite.output_dir}")
         return 0
 

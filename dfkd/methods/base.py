@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -95,6 +96,22 @@ def balanced_units(num_classes: int, per_class: int, batch_size: int, run_seed: 
             size = min(batch_size, per_class - start)
             units.append(SynthesisUnit(uid, len(units), unit_seed(run_seed, uid), label=c, size=size))
     return units
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a run spends on the student, the quantities the ``matched`` protocol holds equal across methods.
+
+    ``images``: synthetic images the store will hold (after any filter), None for methods on real data;
+    ``kd_steps``: optimiser steps of the student over the whole run, None when they depend on a real split."""
+
+    images: int | None
+    kd_steps: int | None
+
+
+def offline_kd_steps(images: int, distill: DistillConfig) -> int:
+    """Student steps of ``distill.epochs`` passes over ``images`` at ``distill.batch_size`` (last batch kept)."""
+    return distill.epochs * math.ceil(images / distill.batch_size)
 
 
 class Synthesizer(ABC):
@@ -198,6 +215,33 @@ class Method:
     def kd_steps_per_epoch(self) -> int | None:
         """Online methods: optimiser steps per epoch on the pool; None = one pass over the data."""
         return None
+
+    # -- budget shape: how the method's config spends images and student steps ---------------------
+    @classmethod
+    def budget(cls, config: Any, num_classes: int, distill: DistillConfig) -> Budget:
+        """The images and student steps ``config`` spends. Default: an offline store of ``images_per_class``."""
+        if not cls.uses_store:
+            return Budget(images=None, kd_steps=None)
+        per_class = getattr(config, "images_per_class", None)
+        if per_class is None:
+            raise NotImplementedError(
+                f"{cls.name} does not say how it spends a budget: implement {cls.__name__}.budget and "
+                "budget_overrides, or run it with --protocol custom"
+            )
+        images = per_class * num_classes
+        return Budget(images=images, kd_steps=offline_kd_steps(images, distill))
+
+    @classmethod
+    def budget_overrides(
+        cls, config: Any, images_per_class: int, num_classes: int, distill: DistillConfig
+    ) -> dict[str, Any]:
+        """Config fields that make the method spend ``images_per_class`` images per class, at the student
+        steps of ``distill`` (the ``matched`` protocol). Default: set ``images_per_class``."""
+        if not cls.uses_store:
+            return {}
+        if not hasattr(config, "images_per_class"):
+            cls.budget(config, num_classes, distill)  # raises the NotImplementedError that says what to do
+        return {"images_per_class": images_per_class}
 
     def store_depends_on_student(self) -> bool:
         """Online stores depend on the student and are not shared between students."""

@@ -20,13 +20,18 @@ one batch (unit e, added to a growing pool = the synthetic store), then trains t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd.config import DistillConfig
+from dfkd.errors import ConfigError
 from dfkd.methods.base import (
+    Budget,
     BuildContext,
     Method,
     MethodCard,
@@ -35,7 +40,7 @@ from dfkd.methods.base import (
     Synthesizer,
     unit_seed,
 )
-from dfkd.synthesis.losses import BNStatistics, adversarial_disagreement, total_variation
+from dfkd.synthesis.losses import BNStatistics, adversarial_disagreement, adversarial_js, total_variation
 
 
 class DeepInversion(Method):
@@ -48,11 +53,15 @@ class DeepInversion(Method):
         bn_weight: float = 10.0  # BN-statistics term ("bn" / "r_feature")
         ce_weight: float = 1.0  # cross-entropy to the target class ("oh")
         adv_weight: float = 0.0  # student competition (ADI); 0 = plain DeepInversion ("adv")
+        adv_loss: str = "dad"  # dad: decision-adversarial KL of Fast/CMI | js: −JS at adv_temperature (CMI pack)
+        adv_temperature: float = 3.0  # T of the js form (CMI deepinversion.py:89: jsdiv(s, t, T=3))
         tv_l2_weight: float = 1e-4  # ℓ2 total variation ("di_var_scale")
         tv_l1_weight: float = 0.0  # ℓ1 total variation
         l2_weight: float = 1e-5  # ℓ2 norm of the image ("di_l2_scale")
         jitter: float = 0.125  # max random roll as a fraction of the side (±size/8)
         flip: bool = True  # random horizontal flip of the whole batch each step
+        priors_on: str = "jittered"  # jittered: TV/ℓ2 on the jittered batch | raw: on x itself (CMI pack)
+        keep: str = "final"  # final: the last iterate | best: the iterate with the lowest loss (CMI pack)
         kd_steps: int = 400  # student steps per epoch on the pool ("kd_steps")
 
     card = MethodCard(
@@ -66,11 +75,41 @@ class DeepInversion(Method):
     )
     online = True
 
+    def __init__(self, config: Any = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        c = self.config
+        for name, allowed in (
+            ("adv_loss", ("dad", "js")),
+            ("priors_on", ("jittered", "raw")),
+            ("keep", ("final", "best")),
+        ):
+            if getattr(c, name) not in allowed:
+                raise ConfigError(f"deepinversion.{name} must be one of {', '.join(allowed)}, got {getattr(c, name)!r}")
+        if c.batch_size < 1 or c.iterations < 1 or c.kd_steps < 1:
+            raise ConfigError("deepinversion.batch_size, iterations and kd_steps must be positive integers")
+
     def build_synthesizer(self, ctx: BuildContext) -> Synthesizer:
         return _DeepInversionSynthesizer(self.config, ctx)
 
     def kd_steps_per_epoch(self) -> int:
         return self.config.kd_steps
+
+    # -- budget: one inverted batch and kd_steps student steps per epoch -----------------------------
+    @classmethod
+    def budget(cls, config: Any, num_classes: int, distill: DistillConfig) -> Budget:
+        return Budget(images=config.batch_size * distill.epochs, kd_steps=config.kd_steps * distill.epochs)
+
+    @classmethod
+    def budget_overrides(
+        cls, config: Any, images_per_class: int, num_classes: int, distill: DistillConfig
+    ) -> dict[str, Any]:
+        """``images_per_class · K`` images over ``epochs`` rounds, and per round the steps of one pass over
+        them, so rounds × kd_steps equals an offline method's epochs × ⌈images / batch⌉."""
+        images = images_per_class * num_classes
+        return {
+            "batch_size": math.ceil(images / distill.epochs),
+            "kd_steps": math.ceil(images / distill.batch_size),
+        }
 
 
 class _DeepInversionSynthesizer(Synthesizer):
@@ -109,6 +148,7 @@ class _DeepInversionSynthesizer(Synthesizer):
             student.eval()
         max_shift = int(cfg.jitter * self.size)
         logs: dict[str, float] = {}
+        best_loss, best_x = float("inf"), x.detach().clone()
         with BNStatistics(self.teacher) as bn:
             for _ in range(cfg.iterations):
                 dx, dy = torch.randint(-max_shift, max_shift + 1, (2,), generator=g).tolist() if max_shift else (0, 0)
@@ -118,25 +158,35 @@ class _DeepInversionSynthesizer(Synthesizer):
                 t_logits = self.teacher(xj)  # (B, K)
                 loss_bn = bn.loss()
                 loss_ce = F.cross_entropy(t_logits, labels)
-                tv_l2, tv_l1 = total_variation(xj)
+                prior_input = xj if cfg.priors_on == "jittered" else x  # CMI pack: TV and ℓ2 on the raw inputs
+                tv_l2, tv_l1 = total_variation(prior_input)
                 loss = (
                     cfg.bn_weight * loss_bn
                     + cfg.ce_weight * loss_ce
                     + cfg.tv_l2_weight * tv_l2
                     + cfg.tv_l1_weight * tv_l1
-                    + cfg.l2_weight * torch.linalg.vector_norm(xj)
+                    + cfg.l2_weight * torch.linalg.vector_norm(prior_input)
                 )
                 if use_adv:
-                    loss = loss + cfg.adv_weight * adversarial_disagreement(student(xj), t_logits)
+                    s_logits = student(xj)  # (B, K)
+                    if cfg.adv_loss == "js":
+                        adv = adversarial_js(s_logits, t_logits, cfg.adv_temperature)
+                    else:
+                        adv = adversarial_disagreement(s_logits, t_logits)
+                    loss = loss + cfg.adv_weight * adv
+                if cfg.keep == "best" and loss.item() < best_loss:  # the iterate this loss scored, before the step
+                    best_loss, best_x = loss.item(), x.detach().clone()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
                     x.copy_(torch.maximum(torch.minimum(x, self.hi), self.lo))
             logs = {"bn": loss_bn.item(), "ce": loss_ce.item()}
+        if cfg.keep == "final":
+            best_x = x.detach()
         if use_adv:
             student.train(was_training)
-        images = self.spec.denormalize(x.detach()).clamp(0, 1)  # (B, 3, S, S) in [0, 1]
+        images = self.spec.denormalize(best_x).clamp(0, 1)  # (B, 3, S, S) in [0, 1]
         return SynthesisOutput(images=images, labels=labels.cpu(), logs=logs)
 
     def identity(self) -> dict:

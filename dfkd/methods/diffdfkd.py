@@ -39,7 +39,16 @@ from torch import Tensor, nn
 
 from dfkd.config import DistillConfig
 from dfkd.errors import ConfigError
-from dfkd.methods.base import BuildContext, Method, MethodCard, SynthesisOutput, SynthesisUnit, Synthesizer
+from dfkd.methods.base import (
+    Budget,
+    BuildContext,
+    Method,
+    MethodCard,
+    SynthesisOutput,
+    SynthesisUnit,
+    Synthesizer,
+    offline_kd_steps,
+)
 from dfkd.synthesis.diffusion import GeneratorConfig
 from dfkd.synthesis.losses import BNStatistics, adversarial_disagreement, resize_for_teacher
 from dfkd.synthesis.sampling import get_backend, teacher_view, trajectory_units
@@ -141,6 +150,32 @@ class DiffDFKD(Method):
 
     def build_synthesizer(self, ctx: BuildContext) -> Synthesizer:
         return DiffDFKDSynthesizer(self.config, ctx)
+
+    # -- budget: trajectories × images kept per trajectory ------------------------------------------
+    @classmethod
+    def budget(cls, config: Any, num_classes: int, distill: DistillConfig) -> Budget:
+        images = config.trajectories_per_class * kept_per_trajectory(config) * num_classes
+        return Budget(images=images, kd_steps=offline_kd_steps(images, distill))
+
+    @classmethod
+    def budget_overrides(
+        cls, config: Any, images_per_class: int, num_classes: int, distill: DistillConfig
+    ) -> dict[str, Any]:
+        kept = kept_per_trajectory(config)
+        if images_per_class % kept:
+            raise ConfigError(
+                f"diffdfkd keeps {kept} images per trajectory, so {images_per_class} images per class is not a whole "
+                f"number of trajectories; choose a multiple of {kept} for the protocol's images_per_class"
+            )
+        return {"trajectories_per_class": images_per_class // kept}
+
+
+def kept_per_trajectory(config: DiffDFKD.Config) -> int:
+    """Images one trajectory adds to the store: the x̂0 decodes at the N//5 cadence (guided steps 0 < i < N−1)
+    when ``keep_intermediate``, plus the final decode of z_0 (N = 50 or 10: 4 + 1)."""
+    cadence = max(1, config.num_steps // 5)
+    intermediate = sum(1 for i in range(1, config.num_steps - 1) if i % cadence == 0)
+    return 1 + (intermediate if config.keep_intermediate else 0)
 
 
 class DiffDFKDSynthesizer(Synthesizer):

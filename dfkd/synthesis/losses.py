@@ -101,6 +101,22 @@ def adversarial_disagreement(student_logits: Tensor, teacher_logits: Tensor) -> 
     return -(agree * kl).mean()
 
 
+def adversarial_js(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 3.0) -> Tensor:
+    """Adversarial term of DeepInversion in the community benchmark (CMI pack): L_adv = −JS_T(s, t).
+
+    As written there (CMI datafree/criterions.py:18-25, used at datafree/synthesis/deepinversion.py:89-93):
+    P = softmax(s/T), Q = softmax(t/T), M = (P + Q)/2, each then clamped to [0.01, 0.99], and
+    JS = ½·KL(M ‖ P) + ½·KL(M ‖ Q), batch mean (``F.kl_div(log P, M)`` is KL(M ‖ P): the released "JS" has
+    the arguments of each KL the other way round from the textbook one; kept, since the published rows used it).
+    """
+    p = F.softmax(student_logits / temperature, dim=1)  # (B, K)
+    q = F.softmax(teacher_logits / temperature, dim=1)  # (B, K)
+    m = (0.5 * (p + q)).clamp(0.01, 0.99)  # (B, K)
+    p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
+    js = 0.5 * F.kl_div(p.log(), m, reduction="batchmean") + 0.5 * F.kl_div(q.log(), m, reduction="batchmean")
+    return -js
+
+
 def resize_for_teacher(images: Tensor, size: int) -> Tensor:
     """Bicubic, antialiased resize of (B, C, H, W) images in [0, 1] to size², clamped back to [0, 1]."""
     if images.shape[-1] == size and images.shape[-2] == size:
