@@ -93,6 +93,27 @@ class DistillConfig:
         if any(not isinstance(m, int) or m < 1 for m in self.milestones):
             raise ConfigError(f"{prefix}milestones must be positive epoch numbers, got {list(self.milestones)!r}")
 
+    def unusual(self, prefix: str = "distill.") -> list[str]:
+        """Valid values far outside what DFKD recipes use, each one line (the runner prints them once, as notes)."""
+        notes = []
+        lr_top = 1.0 if self.optimizer == "sgd" else 0.01
+        if self.lr > lr_top:
+            notes.append(f"{prefix}lr {self.lr:g} is large for {self.optimizer} (DFKD recipes use ≤ {lr_top:g})")
+        if not 0.5 <= self.temperature <= 100:
+            notes.append(f"{prefix}temperature {self.temperature:g} is outside the 1–30 that KD recipes use")
+        if self.weight_decay > 0.01:
+            notes.append(f"{prefix}weight_decay {self.weight_decay:g} is large (recipes use 1e-4 to 5e-4)")
+        if self.momentum >= 1:
+            notes.append(f"{prefix}momentum {self.momentum:g} is ≥ 1: the optimiser's steps will not decay")
+        if self.gamma > 1:
+            notes.append(f"{prefix}gamma {self.gamma:g} > 1 makes the step schedule raise the learning rate")
+        if self.schedule == "step" and not self.milestones:
+            notes.append(f"{prefix}schedule step without {prefix}milestones keeps the learning rate constant")
+        if any(m >= self.epochs for m in self.milestones) and self.schedule == "step":
+            late = [m for m in self.milestones if m >= self.epochs]
+            notes.append(f"{prefix}milestones {late} are at or after the last epoch ({self.epochs}): never reached")
+        return notes
+
 
 @dataclass(frozen=True)
 class DiagnoseConfig:

@@ -52,3 +52,12 @@ def file_lock(path: str | os.PathLike[str], what: str, notify: Callable[[str], N
         yield
     finally:
         lock.release()
+
+
+def ordinary_permissions(path: str | os.PathLike[str]) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the permissions an ordinary ``open`` or ``mkdir``
+    would have under the process's umask, before it is renamed into a shared cache."""
+    mask = os.umask(0o022)
+    os.umask(mask)  # reading the umask means setting it; put it back at once
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~mask)

@@ -71,6 +71,14 @@ CASES: dict[str, list[str]] = {
     "PRISM vocabulary": ["run", "--method", "prism", "--set", "prompts.vocabulary=emoji"],
     "PRISM window": ["run", "--method", "prism", "--set", "guidance_start=0.9", "--set", "guidance_stop=0.1"],
     "diffusion KD zero batch": ["run", "--method", "diffusion_kd", "--set", "batch_size=0"],
+    # protocols and budgets
+    "unknown protocol": ["run", "--protocol", "publised"],
+    "unknown protocol via --set": [*RUN, "--set", "protocol=matchd"],
+    "no published recipe": ["run", "--dataset", "imagenet", "--method", "deepinversion", "--protocol", "published"],
+    "budget larger than any disk": [*RUN, "--set", "trajectories_per_class=100000000000"],
+    "noise budget larger than any disk": ["run", "--method", "noise_kd", "--set", "images_per_class=10000000000000"],
+    "DeepInversion adversary form": ["run", "--method", "deepinversion", "--set", "adv_loss=kl"],
+    "DeepInversion kept iterate": ["run", "--method", "deepinversion", "--set", "keep=last"],
     # where the output goes
     "output folder is a file": ["run", "--method", "noise_kd", "--output-dir", "/etc/hostname/runs"],
     # other verbs
@@ -100,3 +108,45 @@ def test_bad_input_fails_before_work_with_one_line(argv, tmp_path, capsys, _isol
 
 def test_the_catalogue_is_large_enough():
     assert len(CASES) >= 40
+
+
+def test_a_budget_that_does_not_fit_the_free_space_is_refused_with_its_estimate(tmp_path, monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from dfkd.benchmark.runner import check_budget_fits
+    from dfkd.config import resolve_run_config
+    from dfkd.datasets import get_dataset
+    from dfkd.errors import UserError
+
+    cfg = resolve_run_config(method="noise_kd", dataset="digits")  # 500 images of 3×32×32: 1.5 MB
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 10**12 - 10**6, 10**6))  # 1 MB free
+    with pytest.raises(UserError, match=r"needs about 0\.0 GiB \(500 images .* GiB free"):
+        check_budget_fits(cfg, get_dataset("digits"), tmp_path, free=True)
+    check_budget_fits(cfg, get_dataset("digits"), tmp_path, free=True, done=200)  # 300 left: 0.9 MB fits
+    check_budget_fits(cfg, get_dataset("digits"), tmp_path, free=False)  # the disk as a whole holds it
+
+
+def test_unusual_but_valid_values_are_noted_not_refused() -> None:
+    from dfkd.config import DistillConfig
+
+    assert DistillConfig().unusual() == []
+    notes = DistillConfig(lr=5.0, temperature=500.0, schedule="step", milestones=(300,)).unusual()
+    assert [n.split()[0] for n in notes] == ["distill.lr", "distill.temperature", "distill.milestones"]
+
+
+def test_files_the_suite_writes_get_ordinary_permissions(tmp_path) -> None:
+    import os
+
+    import torch
+
+    from dfkd.models.checkpoint import save_weights
+    from dfkd.synthesis.tokenizer import write_tokenizer_files
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    weights = save_weights({"w": torch.zeros(1)}, tmp_path / "teacher.pth")
+    assert weights.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+    folder = write_tokenizer_files(tmp_path / "tok", vocab_merges=({"a</w>": 0}, []))
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700

@@ -488,3 +488,23 @@ def test_glyph_vocabulary_draws_styles_and_contents_from_the_generator_captions(
     assert set(VOCABULARY["family"]) <= {w for s in styles for w in s.split()} | {"sans-serif"}
     with pytest.raises(Exception, match=r"prompts\.vocabulary=glyphs"):
         glyph_vocabulary(get_dataset("cifar10"))
+
+
+def test_two_processes_sharing_the_prompt_cache_keep_each_others_classes(monkeypatch):
+    """Two writers of one prompt cache (two runs at once): neither drops a class the other wrote, and a class both
+    generated keeps the first written phrases, so every run uses the same prompts."""
+    from dfkd.datasets import get_dataset
+    from dfkd.methods.prism_prompts import TextModelContents
+
+    spec = get_dataset("digits")
+    phrases = [f"digit {n}" for n in spec.class_names]
+    a = TextModelContents("stub-model", spec, phrases, n=2)
+    b = TextModelContents("stub-model", spec, phrases, n=2)  # opened before a wrote anything
+    monkeypatch.setattr(a, "_generate", lambda phrase: f"1. {phrase} from a\n2. {phrase} again from a")
+    monkeypatch.setattr(b, "_generate", lambda phrase: f"1. {phrase} from b\n2. {phrase} again from b")
+    first = a(3)
+    b(5)
+    assert b(3) == first  # b sees a's class 3 instead of generating its own
+    fresh = TextModelContents("stub-model", spec, phrases, n=2)
+    assert set(fresh._data["classes"]) == {"3", "5"}
+    assert fresh(3) == first

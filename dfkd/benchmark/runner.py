@@ -217,6 +217,7 @@ def prepare(
     student_name = cfg.student or spec.default_student
     check_model_name(student_name)  # a mistyped student fails now, not after the teacher has trained
     check_model_name(ref.arch)
+    check_budget_fits(cfg, spec, stores_dir(), free=False)  # a budget no disk could hold fails before any work
     if teacher is None:
         with reporter.stage("teacher", ref.name), dist.main_first():  # rank 0 trains or fetches it
             teacher = build_teacher(
@@ -265,6 +266,40 @@ def run(
         return _run_locked(cfg, p, out, reporter, force, dist)
 
 
+def check_budget_fits(cfg: RunConfig, spec: Any, folder: Path, *, free: bool, done: int = 0) -> None:
+    """Refuse, with the estimate, a synthetic set larger than the disk holding ``folder`` (its total size, or with
+    ``free`` its free space, less the ``done`` images already stored). Estimate: the method's declared budget
+    (``Method.budget``) as uint8 images of the data set's size; methods that filter over-generate a little more."""
+    import shutil
+
+    from dfkd.methods import get_method_class
+
+    method_cls = get_method_class(cfg.method)
+    if not method_cls.uses_store:
+        return
+    try:
+        images = method_cls.budget(cfg.method_config, spec.num_classes, cfg.distill).images
+    except NotImplementedError:
+        return  # a plug-in that does not declare its budget: nothing to estimate
+    if not images:
+        return
+    per_image = 3 * spec.input_size**2
+    need = max(0, images - done) * per_image
+    probe = Path(folder).expanduser().absolute()
+    while not probe.exists():
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    room = usage.free if free else usage.total
+    if need > room:
+        gib = 1024**3
+        raise UserError(
+            f"the synthetic set of {cfg.method} needs about {need / gib:,.1f} GiB ({max(0, images - done):,} images of "
+            f"3×{spec.input_size}×{spec.input_size} uint8) but {probe} has {room / gib:,.1f} GiB "
+            f"{'free' if free else 'in all'}. Fix: lower the budget (images_per_class / trajectories_per_class), "
+            "or point $DFKD_CACHE at a larger disk"
+        )
+
+
 def recorded_protocol(cfg: RunConfig) -> tuple[str, list[str]]:
     """The protocol a run's record states, and how it departs from the one it asked for: a run that changes
     its protocol's KD recipe or budget (``dfkd.config.protocol_deviations``) is recorded as ``custom``."""
@@ -304,6 +339,8 @@ def _run_locked(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
+    for note in cfg.distill.unusual():
+        reporter.note(f"note: {note}")
     protocol, deviations = recorded_protocol(cfg)
     if deviations:
         reporter.note(
@@ -358,6 +395,8 @@ def _run_locked(
             store.reopen(damaged)
         if dist.broadcast(bool(damaged)):
             store = SyntheticStore.open_existing(store.root)  # every rank sees it incomplete now
+        if not store.is_complete and dist.is_main:
+            check_budget_fits(cfg, p.spec, store.root, free=True, done=store.num_images())
         synth.attach_store(store)
         units = synth.plan()
         train_tf = p.spec.train_transform()

@@ -20,7 +20,7 @@ def add_config_options(p: argparse.ArgumentParser, *, method_default: str | None
     p.add_argument("--student", help="student architecture (`bench ls models`)")
     p.add_argument(
         "--protocol",
-        choices=("matched", "published", "custom"),
+        metavar="{matched,published,custom}",
         help="matched (default): one KD recipe and budget for every method; published: each method's released "
         "recipe and budget; custom: the preset's shared settings only",
     )

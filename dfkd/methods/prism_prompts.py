@@ -679,21 +679,33 @@ class TextModelContents:
         }
         self.path = cache_dir() / "prompts" / f"{stable_hash(key)}.json"
         self._data: dict[str, Any] = {"model": model, "dataset": spec.name, "classes": {}}
-        if self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                if isinstance(data.get("classes"), dict):
-                    self._data = data
-            except (OSError, ValueError):
-                warnings.warn(f"ignoring unreadable prompt cache {self.path}", stacklevel=2)
+        self._merge_from_disk()
         self._pipe: Callable[..., Any] | None = None
 
     def __call__(self, label: int) -> list[str]:
         key = str(label)
         if key not in self._data["classes"]:
-            self._data["classes"][key] = parse_generated(self._generate(self.phrases[label]), self.n)
-            self._save()
+            self._merge_from_disk()  # another process sharing the cache may have made it meanwhile
+        if key not in self._data["classes"]:
+            generated = parse_generated(self._generate(self.phrases[label]), self.n)
+            from dfkd.paths import file_lock
+
+            with file_lock(self.path.with_suffix(".lock"), "writing this prompt cache"):
+                self._merge_from_disk()  # re-read under the lock: never drop a class another process wrote
+                self._data["classes"].setdefault(key, generated)  # the first written wins: every run agrees
+                self._save()
         return list(self._data["classes"][key])
+
+    def _merge_from_disk(self) -> None:
+        if not self.path.is_file():
+            return
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            warnings.warn(f"ignoring unreadable prompt cache {self.path}", stacklevel=2)
+            return
+        if isinstance(data.get("classes"), dict):
+            self._data["classes"] = {**data["classes"], **self._data["classes"]}
 
     def _generate(self, phrase: str) -> str:
         if self._pipe is None:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from dfkd.errors import CheckpointError
 from dfkd.models import list_models
+from dfkd.paths import ordinary_permissions
 from dfkd.registry import MODELS
 
 __all__ = ["key_digest", "load_weights", "read_state_dict", "save_weights"]
@@ -255,6 +256,7 @@ def save_weights(
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        ordinary_permissions(tmp)  # mkstemp makes 0600: a shared teacher cache must be readable by the group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

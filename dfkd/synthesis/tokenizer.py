@@ -25,7 +25,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from dfkd.paths import cache_dir
+from dfkd.paths import cache_dir, ordinary_permissions
 
 CONTEXT_LENGTH = 77  # CLIP's text context; SD v1.x pads every prompt to it
 BOS_TOKEN = "<|startoftext|>"  # id 49406; open_clip: <start_of_text>
@@ -117,6 +117,7 @@ def write_tokenizer_files(
             json.dump(vocab, f, ensure_ascii=False)
         with open(tmp / "merges.txt", "w", encoding="utf-8") as f:
             f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+        ordinary_permissions(tmp)  # mkdtemp makes 0700
         try:
             os.rename(tmp, target)
         except OSError:  # another process won the race (or a partial folder is in the way)
