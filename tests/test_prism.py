@@ -4,6 +4,7 @@ recorded per image."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -113,6 +114,23 @@ def test_filter_keeps_the_lowest_energy_quantile_and_meets_the_budget(tmp_path, 
     assert store.num_images(kept_only=True) == int(table["kept"].sum())
     if not require_argmax:
         assert store.num_images(kept_only=True) == 2 * budget  # budget met, exactly the lowest half per class
+    # a class short of its budget is reported: how far, and the styles of the images the teacher rejected
+    report = store.root / "shortfall.json"
+    short = {}
+    for c in (0, 1):
+        eligible = int(((table["label"] == c) & (pred == c)).sum()) if require_argmax else 6
+        if eligible < budget:
+            short[synth.spec.class_names[c]] = budget - eligible
+    if short:
+        classes = json.loads(report.read_text())["classes"]
+        assert {name: v["short"] for name, v in classes.items()} == short
+        for name, v in classes.items():
+            c = list(synth.spec.class_names).index(name)
+            rejected = [s for s, y, p in zip(table["style"], table["label"], pred) if y == c and p != c]
+            assert sum(v["dropped_styles"].values()) == len(rejected)
+            assert set(v["dropped_styles"]) == set(rejected)
+    else:
+        assert not report.exists()
 
 
 def test_filter_off_generates_exactly_the_budget():

@@ -416,6 +416,11 @@ def _run_locked(
             dist.barrier()
             if stats_file.is_file():
                 finalize_stats = json.loads(stats_file.read_text())
+            if finalize_stats.get(f"{cfg.method}/shortfall"):
+                reporter.note(
+                    f"warning: {cfg.method} kept {finalize_stats[f'{cfg.method}/shortfall']:.0f} images fewer than its "
+                    f"budget; per class, with the styles it dropped: {store.root / 'shortfall.json'}"
+                )
             result = trainer.fit(store.dataset(train_tf))
         else:
             if len(units) != cfg.distill.epochs:

@@ -132,7 +132,8 @@ class Synthesizer(ABC):
     def finalize(self, store: Any) -> dict[str, float]:
         """Called once every unit is stored, before the store is marked complete (e.g. class-level filters).
 
-        Must be idempotent: a run interrupted here calls it again on resume. Returns scalars for the record.
+        Must be idempotent: a run interrupted here calls it again on resume. Returns scalars for the record; a
+        ``"<method>/shortfall"`` above 0 (images short of the budget) is reported to the user as a warning.
         """
         return {}
 

@@ -22,6 +22,7 @@ no method section). What the abstract states, and how each part is rebuilt here 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,14 +229,36 @@ class PRISMSynthesizer(Synthesizer):
         eligible = logits.argmax(1) == labels if self.cfg.require_target_argmax else torch.ones_like(labels).bool()
         kept = torch.zeros_like(labels, dtype=torch.bool)
         shortfall = 0
+        short: dict[str, dict[str, Any]] = {}  # per class short of its budget: how far, and the styles it dropped
+        styles = list(table.get("style", [])) or ["-"] * len(labels)
         for c in labels.unique().tolist():
             idx = torch.nonzero((labels == c) & eligible).flatten()
             order = idx[energy[idx].argsort(stable=True)]
             kept[order[: self.cfg.images_per_class]] = True
-            shortfall += max(0, self.cfg.images_per_class - len(idx))
+            missing = max(0, self.cfg.images_per_class - len(idx))
+            shortfall += missing
+            if missing:
+                dropped = torch.nonzero((labels == c) & ~eligible).flatten().tolist()
+                counts: dict[str, int] = {}
+                for i in dropped:
+                    counts[styles[i]] = counts.get(styles[i], 0) + 1
+                short[str(self.spec.class_names[c])] = {
+                    "short": missing,
+                    "eligible": len(idx),
+                    "dropped_styles": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+                }
         start = 0
         for unit in store.units():  # read_table concatenates units in this order
             size = store.unit_size(unit)
             store.set_kept(unit, kept[start : start + size])
             start += size
-        return {"prism/kept": float(kept.sum()), "prism/shortfall": float(shortfall)}
+        report = store.root / "shortfall.json"
+        if short:  # the teacher rejected too many of a class's images: say which classes and which styles
+            report.write_text(json.dumps({"budget_per_class": self.cfg.images_per_class, "classes": short}, indent=1))
+        else:
+            report.unlink(missing_ok=True)
+        return {
+            "prism/kept": float(kept.sum()),
+            "prism/shortfall": float(shortfall),
+            "prism/short_classes": float(len(short)),
+        }
