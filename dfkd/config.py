@@ -557,7 +557,7 @@ def protocol_deviations(run: RunConfig) -> list[str]:
     theirs = _flatten(semantic(ref.distill))
     out = [f"distill.{k}: {v!r} ({run.protocol}: {theirs.get(k)!r})" for k, v in mine.items() if theirs.get(k) != v]
     method_cls, k = get_method_class(run.method), get_dataset(run.dataset).num_classes
-    if method_cls.uses_store:
+    if method_cls.shape != "real_data":
         got, want = (
             method_cls.budget(run.method_config, k, run.distill),
             method_cls.budget(ref.method_config, k, ref.distill),

@@ -66,7 +66,7 @@ def test_keep_best_returns_the_scored_iterate_and_final_the_updated_one() -> Non
     assert not torch.allclose(final, start, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", [m for m in BUILTINS if get_method_class(m).uses_store])
+@pytest.mark.parametrize("name", [m for m in BUILTINS if get_method_class(m).stores_images()])
 def test_declared_budget_is_what_the_plan_produces(name: str) -> None:
     cfg = resolve_run_config(method=name, dataset="digits", sets=[*FAST[name], "distill.epochs=2"])
     spec = get_dataset("digits")

@@ -16,28 +16,14 @@ from dfkd.methods import get_method_class, list_methods
 from dfkd.methods.base import BuildContext, Method
 from dfkd.registry import METHODS
 
-# Overrides that make each method take seconds on digits. A new built-in method must add a line.
-TINY_GEN = "generator={path: tiny, dtype: float32}"
-FAST = {
-    "diffdfkd": [TINY_GEN, "num_steps=3", "trajectories_per_class=2", "batch_size=2"],
-    "diffusion_kd": [TINY_GEN, "num_steps=2", "images_per_class=2", "batch_size=2"],
-    "prism": [
-        TINY_GEN,
-        "num_steps=2",
-        "images_per_class=2",
-        "batch_size=2",
-        "keep_quantile=1.0",
-        "prompts={prompts_per_class: 2, candidates_per_class: 4}",
-    ],
-    "deepinversion": ["iterations=2", "batch_size=8", "kd_steps=1"],
-    "noise_kd": ["images_per_class=4", "batch_size=4"],
-    "real_kd": [],
-}
+# Each method's own seconds-long settings (``Method.smoke_overrides``): plug-ins get the same checks.
+FAST = {name: list(get_method_class(name).smoke_overrides()) for name in list_methods()}
 BUILTINS = [m for m in list_methods() if METHODS.source(m) == "dfkd"]
 
 
-def test_every_builtin_has_fast_settings():
-    assert sorted(FAST) == sorted(BUILTINS)
+@pytest.mark.parametrize("name", [m for m in BUILTINS if get_method_class(m).shape != "real_data"])
+def test_every_builtin_has_smoke_settings(name):
+    assert FAST[name], f"{name} needs smoke settings (Method.smoke) that take seconds on digits"
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -61,11 +47,11 @@ def test_validate_runs_one_unit_and_one_step(name):
     cfg = resolve_run_config(method=name, dataset="digits", sets=FAST[name])
     report = validate(cfg, Reporter(quiet=True))
     assert math.isfinite(report["loss"])
-    if get_method_class(name).uses_store:
+    if get_method_class(name).stores_images():
         assert report["unit_images"] > 0
 
 
-@pytest.mark.parametrize("name", [m for m in BUILTINS if get_method_class(m).uses_store])
+@pytest.mark.parametrize("name", [m for m in BUILTINS if get_method_class(m).stores_images()])
 def test_generation_is_deterministic_per_unit_and_well_formed(name):
     from dfkd.datasets import get_dataset
     from dfkd.models import create_model

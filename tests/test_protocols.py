@@ -32,7 +32,7 @@ def test_matched_gives_every_method_the_same_recipe_and_budget(dataset: str) -> 
     budgets = {}
     for m, run in runs.items():
         cls = get_method_class(m)
-        if cls.uses_store:
+        if cls.stores_images():
             budgets[m] = cls.budget(run.method_config, k, run.distill)
     assert {b.images for b in budgets.values()} == {per_class * k}, budgets
     assert len({b.kd_steps for b in budgets.values()}) == 1, budgets

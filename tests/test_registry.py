@@ -107,7 +107,7 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
                     strength: float = 1.0  # how fake
 
                 card = MethodCard(title="Fake", authors="Nobody", year=2026)
-                uses_store = False
+                shape = "real_data"
 
                 def build_synthesizer(self, ctx):
                     return None

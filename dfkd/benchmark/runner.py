@@ -39,7 +39,16 @@ from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import TrainingDivergedError, UserError
 from dfkd.hashing import stable_hash
 from dfkd.methods import create_method
-from dfkd.methods.base import BuildContext, Method, SynthesisOutput, SynthesisUnit, Synthesizer
+from dfkd.methods.base import (
+    IN_LOOP,
+    OFFLINE,
+    BuildContext,
+    InLoopSynthesizer,
+    Method,
+    SynthesisOutput,
+    SynthesisUnit,
+    Synthesizer,
+)
 from dfkd.paths import file_lock, stores_dir
 
 NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
@@ -275,7 +284,7 @@ def check_budget_fits(cfg: RunConfig, spec: Any, folder: Path, *, free: bool, do
     from dfkd.methods import get_method_class
 
     method_cls = get_method_class(cfg.method)
-    if not method_cls.uses_store:
+    if not method_cls.stores_images():
         return
     try:
         images = method_cls.budget(cfg.method_config, spec.num_classes, cfg.distill).images
@@ -379,7 +388,9 @@ def _run_locked(
     )
 
     store = None
-    if p.method.uses_store:
+    if p.method.shape == IN_LOOP:
+        store, result, synthesis_seconds, num_images, extra = _run_in_loop(synth, trainer, p, out, reporter, dist)
+    elif p.method.stores_images():
         if synth is None:
             raise RuntimeError(f"{cfg.method} uses a store but built no synthesizer")
         key = store_key(cfg, p.method, synth, p.teacher_ref, p.student_name)
@@ -402,7 +413,7 @@ def _run_locked(
         train_tf = p.spec.train_transform()
         finalize_stats: dict[str, float] = {}
         stats_file = store.root / "finalize.json"
-        if not p.method.online:
+        if p.method.shape == OFFLINE:
             with _store_lock(store, dist, reporter):  # one writer per store; a run sharing it waits, then reuses it
                 store = SyntheticStore.open_existing(store.root)  # the process we waited for may have completed it
                 synth.attach_store(store)
@@ -425,8 +436,8 @@ def _run_locked(
         else:
             if len(units) != cfg.distill.epochs:
                 raise UserError(
-                    f"{cfg.method} is online: one synthesis unit per epoch, but its plan has {len(units)} units and "
-                    f"distill.epochs={cfg.distill.epochs}"
+                    f"{cfg.method} is a pool method: one synthesis unit per epoch, but its plan has {len(units)} "
+                    f"units and distill.epochs={cfg.distill.epochs}"
                 )
             result = trainer.fit(
                 _online_data(synth, units, store, p, train_tf, dist),
@@ -553,6 +564,35 @@ def synthetic_set_stats(table: dict[str, Any]) -> dict[str, float]:
         stats["synthetic/teacher_energy_mean"] = table["teacher_energy"][kept].mean().item()
         stats["synthetic/teacher_confidence_mean"] = table["teacher_confidence"][kept].mean().item()
     return stats
+
+
+def _run_in_loop(
+    synth: Synthesizer | None, trainer: Any, p: Prepared, out: Path, reporter: Reporter, dist: DistContext
+) -> tuple[Any, Any, float, int, dict[str, float]]:
+    """Shape ``in_loop``: distil with the generator in the loop (its state checkpointed with the student), then store
+    a seeded sample of the final generator in the run folder for the diagnose stage and the report."""
+    from dfkd.synthesis.store import SyntheticStore
+
+    if not isinstance(synth, InLoopSynthesizer):
+        raise RuntimeError(f"{p.cfg.method} has shape in_loop but its synthesizer is not an InLoopSynthesizer")
+    if dist.enabled:
+        raise UserError(
+            f"{p.cfg.method} trains a generator in the loop, which runs on one process for now; run it without "
+            "torchrun (one GPU is plenty for these generators)"
+        )
+    steps = p.method.config.steps_per_epoch
+    result = trainer.fit_in_loop(synth, steps_per_epoch=steps)
+    sample = SyntheticStore.open(out / "generator-sample", config_hash=out.name, meta={"what": "final generator"})
+    if not sample.is_complete:
+        synthesize_all(synth, synth.plan(), sample, p.teacher, p.spec, p.device, reporter, dist)
+    sample = SyntheticStore.open_existing(sample.root)
+    seen = steps * p.cfg.distill.epochs * p.cfg.distill.batch_size
+    extra = {
+        **synthetic_set_stats(sample.read_table(kept_only=False)),
+        "in_loop/images_seen": float(seen),
+        "in_loop/generator_seconds": synth.seconds,
+    }
+    return sample, result, synth.seconds, seen, extra
 
 
 def _online_data(

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,12 @@ from dfkd.config import DistillConfig, to_plain
 from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import ConfigError, TrainingDivergedError
 from dfkd.methods.base import Distiller
+
+
+def _accumulate(sums: dict[str, Tensor | float], logs: dict[str, Tensor | float]) -> None:
+    """Running sums of detached scalars (tensors stay on the device: one sync per epoch, not per step)."""
+    for k, v in logs.items():
+        sums[k] = sums.get(k, 0.0) + v
 
 
 @dataclass
@@ -187,6 +193,21 @@ def evaluate(
     return out
 
 
+class BatchSource(Protocol):
+    """What the trainer needs of an in-loop synthesizer (``dfkd.methods.base.InLoopSynthesizer``): fresh batches,
+    a generator update every ``kd_steps`` student steps, and its state for the checkpoint."""
+
+    kd_steps: int
+
+    def sample(self, batch_size: int, step: int) -> tuple[Tensor, Tensor]: ...
+
+    def update(self, student: nn.Module, step: int) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class Trainer:
     """Distil (or train) ``student`` with a :class:`Distiller` on a data set; resumable."""
 
@@ -236,6 +257,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.seconds = 0.0
+        self.source: BatchSource | None = None  # in-loop methods: its state is checkpointed with the student
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -248,6 +270,7 @@ class Trainer:
             "history": self.history,
             "seconds": self.seconds,
             "config": to_plain(self.cfg),
+            "synthesizer": self.source.state_dict() if self.source is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -258,6 +281,8 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.seconds = float(state.get("seconds", 0.0))
+        if self.source is not None and state.get("synthesizer") is not None:
+            self.source.load_state_dict(state["synthesizer"])
 
     def _save(self, name: str) -> None:
         if self.checkpoint_dir is None or not self.dist.is_main:
@@ -301,20 +326,50 @@ class Trainer:
         n = 0
         for batch in self._loader(dataset, epoch, steps):
             x, y = _split_batch(batch)
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC strides
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                loss, logs = self.distiller.loss(self.model, x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss, logs = self._step(x, y)
             n += 1
-            sums["loss"] = sums.get("loss", 0.0) + loss.detach()
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
+            _accumulate(sums, {"loss": loss, **logs})
         return self.dist.mean({k: float(v) / max(1, n) for k, v in sums.items()})
+
+    def _step(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
+        """One optimiser step of the student on a batch; returns the detached loss and the distiller's logs."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC strides
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            loss, logs = self.distiller.loss(self.model, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), logs
+
+    def train_epoch_in_loop(self, source: BatchSource, epoch: int, steps: int) -> dict[str, float]:
+        """``steps`` student steps on fresh batches of ``source``, which updates its generator first and then every
+        ``source.kd_steps`` steps (the CMI pack's order: one generator step, then ``kd_steps`` student steps)."""
+        seed_everything(self.seed * 100_003 + epoch)
+        sums: dict[str, Tensor | float] = {}
+        n_gen = 0
+        for step in range(steps):
+            global_step = epoch * steps + step
+            if step % source.kd_steps == 0:
+                with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                    glogs = source.update(self.model, global_step)  # the source sets the student's mode itself
+                n_gen += 1
+                _accumulate(sums, {f"gen/{k}": v for k, v in glogs.items()})
+            self.model.train()
+            with torch.no_grad():
+                x, y = source.sample(self.cfg.batch_size, global_step)  # (B, C, H, W) normalised, (B,)
+            loss, logs = self._step(x, y)
+            _accumulate(sums, {"loss": loss, **logs})
+        means = {k: float(v) / max(1, n_gen if k.startswith("gen/") else steps) for k, v in sums.items()}
+        return self.dist.mean(means)
+
+    def fit_in_loop(self, source: BatchSource, *, steps_per_epoch: int, resume: bool = True) -> TrainResult:
+        """Train for ``cfg.epochs`` with an in-loop ``source``; its state is in every checkpoint, so a resumed run
+        ends with the same student and generator as an uninterrupted one."""
+        self.source = source
+        return self.fit(lambda epoch: source, steps_per_epoch=steps_per_epoch, resume=resume)
 
     def fit(
         self,
@@ -330,7 +385,10 @@ class Trainer:
             t0 = time.perf_counter()
             dataset = data(epoch) if callable(data) and not isinstance(data, Dataset) else data
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
-            row.update(self.train_epoch(dataset, epoch, steps_per_epoch))
+            if self.source is not None:
+                row.update(self.train_epoch_in_loop(self.source, epoch, steps_per_epoch or 1))
+            else:
+                row.update(self.train_epoch(dataset, epoch, steps_per_epoch))
             bad = {k: v for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)}
             if bad:  # stop before the checkpoint: a resume must not start from diverged weights
                 key, value = next(iter(bad.items()))

@@ -15,6 +15,10 @@ METHODS.register("prism", "dfkd.methods.prism:PRISM")
 METHODS.register("deepinversion", "dfkd.methods.deepinversion:DeepInversion")
 METHODS.register("real_kd", "dfkd.methods.baselines:RealKD")
 METHODS.register("noise_kd", "dfkd.methods.baselines:NoiseKD")
+METHODS.register("dafl", "dfkd.methods.dafl:DAFL")
+METHODS.register("zskt", "dfkd.methods.zskt:ZSKT")
+METHODS.register("dfad", "dfkd.methods.dfad:DFAD")
+METHODS.register("dfq", "dfkd.methods.dfq:DFQ")
 
 
 def get_method_class(name: str) -> type:

@@ -11,11 +11,16 @@ derived from (run seed, unit id). The runner stores every unit as one shard of t
 skips units already stored (resume), and could hand units to different processes: the store is the
 same whatever the order or the number of workers.
 
-Two shapes:
-* offline (DiffDFKD, PRISM, diffusion KD): every unit is generated first; then the student is
+A method names its **shape** (``Method.shape``), and the runner has one path per shape:
+
+* ``offline`` (DiffDFKD, PRISM, diffusion KD, noise KD): every unit is generated first; then the student is
   distilled on the finished store, which is cached and reused by every student;
-* online (DeepInversion-style pools): unit ``e`` is generated at the start of epoch ``e``, with the
-  current student at hand, and the epoch trains ``kd_steps`` steps on the pool so far.
+* ``pool`` (DeepInversion; CMI / Fast / NAYER): unit ``e`` is generated at the start of epoch ``e``, with the
+  current student at hand, and the epoch trains ``kd_steps`` steps on the pool so far;
+* ``in_loop`` (DAFL, ZSKT, DFAD, DFQ): a generator is trained alongside the student; every student step draws a
+  fresh batch from it (:class:`InLoopSynthesizer`: ``sample`` / ``update``), nothing is stored but a small sample
+  of the final generator for diagnostics;
+* ``real_data`` (real KD only): trains on the real training split. No other shape may read it.
 """
 
 from __future__ import annotations
@@ -141,11 +146,42 @@ class Synthesizer(ABC):
         """Called by the runner before synthesis; methods that read earlier units (online adversaries) keep it."""
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the synthesizer learns during a run (generator weights, its optimiser, memory); saved in the
+        student's checkpoint every epoch. Stateless synthesizers (offline, pool) return {}."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` on resume."""
+        return None
+
     @property
     def units_independent(self) -> bool:
         """True when a unit's images depend on its seed alone, so units may be generated in any order and by
         any number of processes. False when a unit reads earlier units (e.g. an online adversary)."""
         return True
+
+
+class InLoopSynthesizer(Synthesizer):
+    """Shape ``in_loop``: a generator trained alongside the student (DAFL, ZSKT, DFAD, DFQ).
+
+    The trainer calls ``update(student, step)`` before student step 0 and then every ``kd_steps`` student steps,
+    and ``sample(batch, step)`` for every student step; the images are never stored. ``plan``/``generate`` give
+    a small seeded sample of the *current* generator, which the runner stores after training for the diagnose
+    stage and the report. ``state_dict`` must hold everything the generator learnt (weights, optimiser, schedule,
+    seconds) so a resumed run ends where an uninterrupted one does.
+    """
+
+    kd_steps: int = 1  # student steps per generator update
+    seconds: float = 0.0  # time spent in sample() and update() (the record's synthesis seconds)
+
+    @abstractmethod
+    def sample(self, batch_size: int, step: int) -> tuple[Tensor, Tensor]:
+        """A fresh batch for student step ``step``: normalised images (B, C, S, S) on the device and labels (B,)."""
+
+    @abstractmethod
+    def update(self, student: nn.Module, step: int) -> dict[str, float]:
+        """Train the generator (its own optimiser) before student step ``step``; returns scalars for the log."""
 
 
 class Distiller(ABC):
@@ -191,14 +227,31 @@ class KDDistiller(Distiller):
         return total, logs
 
 
+OFFLINE, POOL, IN_LOOP, REAL_DATA = "offline", "pool", "in_loop", "real_data"
+SHAPES: tuple[str, ...] = (OFFLINE, POOL, IN_LOOP, REAL_DATA)  # see the module docstring
+
+
 class Method:
-    """Base class of every DFKD method. Subclasses set ``Config``, ``card`` and implement the builders."""
+    """Base class of every DFKD method. Subclasses set ``Config``, ``card``, ``shape`` and implement the builders."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     card: ClassVar[MethodCard]
-    online: ClassVar[bool] = False  # generate unit e at the start of epoch e, with the student in the loop
-    uses_store: ClassVar[bool] = True  # False: trains on real data (real_kd)
+    shape: ClassVar[str] = OFFLINE  # one of SHAPES: how synthesis and distillation interleave
+
+    # --set overrides that make the method take seconds on digits with tiny models: the contract tests
+    # (tests/test_method_contract.py) run every registered method, plug-ins included, with these
+    smoke: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def smoke_overrides(cls) -> tuple[str, ...]:
+        """``--set`` items for the contract tests' seconds-long runs (``smoke``)."""
+        return cls.smoke
+
+    @classmethod
+    def stores_images(cls) -> bool:
+        """Offline and pool methods keep their synthetic set in a store; in-loop and real-data ones do not."""
+        return cls.shape in (OFFLINE, POOL)
 
     def __init__(self, config: Any = None, **overrides: Any):
         if config is None:
@@ -221,7 +274,7 @@ class Method:
     @classmethod
     def budget(cls, config: Any, num_classes: int, distill: DistillConfig) -> Budget:
         """The images and student steps ``config`` spends. Default: an offline store of ``images_per_class``."""
-        if not cls.uses_store:
+        if cls.shape == REAL_DATA:
             return Budget(images=None, kd_steps=None)
         per_class = getattr(config, "images_per_class", None)
         if per_class is None:
@@ -238,15 +291,15 @@ class Method:
     ) -> dict[str, Any]:
         """Config fields that make the method spend ``images_per_class`` images per class, at the student
         steps of ``distill`` (the ``matched`` protocol). Default: set ``images_per_class``."""
-        if not cls.uses_store:
+        if cls.shape == REAL_DATA:
             return {}
         if not hasattr(config, "images_per_class"):
             cls.budget(config, num_classes, distill)  # raises the NotImplementedError that says what to do
         return {"images_per_class": images_per_class}
 
     def store_depends_on_student(self) -> bool:
-        """Online stores depend on the student and are not shared between students."""
-        return self.online
+        """Pool stores depend on the student and are not shared between students."""
+        return self.shape == POOL
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dfkd.methods.base import (
+    REAL_DATA,
     BuildContext,
     Method,
     MethodCard,
@@ -36,7 +37,7 @@ class RealKD(Method):
         arxiv="1503.02531",
         summary="Plain KD on the real training images: what a data-free method tries to approach.",
     )
-    uses_store = False
+    shape = REAL_DATA
 
     def build_synthesizer(self, ctx: BuildContext) -> None:
         return None
@@ -58,6 +59,8 @@ class NoiseKD(Method):
         year=2026,
         summary="Distil on N(mean, std²) pixel noise clipped to [0, 1]: the floor any DFKD method must beat.",
     )
+
+    smoke = ("images_per_class=4", "batch_size=4")
 
     def build_synthesizer(self, ctx: BuildContext) -> Synthesizer:
         return _NoiseSynthesizer(self.config, ctx)

@@ -31,6 +31,7 @@ from torch import nn
 from dfkd.config import DistillConfig
 from dfkd.errors import ConfigError
 from dfkd.methods.base import (
+    POOL,
     Budget,
     BuildContext,
     Method,
@@ -73,7 +74,13 @@ class DeepInversion(Method):
         summary="Invert the teacher: optimise pixels for its class and its BatchNorm statistics.",
         reconstructed="Run in the online pool shape of the community benchmark; adv uses the Fast/CMI form.",
     )
-    online = True
+    shape = POOL
+
+    smoke = (
+        "iterations=2",
+        "batch_size=8",
+        "kd_steps=1",
+    )
 
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)

@@ -138,6 +138,13 @@ class DiffDFKD(Method):
         ),
     )
 
+    smoke = (
+        "generator={path: tiny, dtype: float32}",
+        "num_steps=3",
+        "trajectories_per_class=2",
+        "batch_size=2",
+    )
+
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)
         c = self.config

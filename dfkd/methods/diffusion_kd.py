@@ -45,6 +45,13 @@ class DiffusionKD(Method):
         reconstructed="Uses the DiffDFKD text-to-image backbone instead of DM-KD's class-conditional DiT.",
     )
 
+    smoke = (
+        "generator={path: tiny, dtype: float32}",
+        "num_steps=2",
+        "images_per_class=2",
+        "batch_size=2",
+    )
+
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)
         if self.config.num_steps < 1 or self.config.batch_size < 1:

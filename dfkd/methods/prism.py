@@ -81,6 +81,15 @@ class PRISM(Method):
         ),
     )
 
+    smoke = (
+        "generator={path: tiny, dtype: float32, scheduler: ddim}",
+        "num_steps=2",
+        "images_per_class=2",
+        "batch_size=2",
+        "keep_quantile=1.0",
+        "prompts={prompts_per_class: 2, candidates_per_class: 4}",
+    )
+
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)
         c = self.config

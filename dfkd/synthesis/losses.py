@@ -117,6 +117,53 @@ def adversarial_js(student_logits: Tensor, teacher_logits: Tensor, temperature: 
     return -js
 
 
+def class_balance(teacher_logits: Tensor, log10: bool = False) -> Tensor:
+    """Information-entropy / balance term of DAFL and DFQ: Σ_c p̄_c log p̄_c with p̄ = batch mean of softmax(t)
+    (minimising it maximises the entropy of the batch's class marginal). Natural log as in the CMI pack
+    (``generative.py:70-71``); ``log10`` as in the original DAFL (``DAFL-train.py:178-179``)."""
+    p_bar = F.softmax(teacher_logits, dim=1).mean(0)  # (K,)
+    out = (p_bar * p_bar.log()).sum()
+    return out / torch.log(torch.tensor(10.0)) if log10 else out
+
+
+def activation_loss(features: Tensor) -> Tensor:
+    """DAFL's activation term: −mean|f_T| over the teacher's pooled penultimate features (B, D)."""
+    return -features.abs().mean()
+
+
+def adversarial_l1(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """DFAD's adversarial term: −mean|s − t| over the logits (the student's KD loss is +mean|s − t|)."""
+    return -(student_logits - teacher_logits).abs().mean()
+
+
+def adversarial_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """ZSKT / DFQ adversarial term (CMI pack, KLDiv at T = 1): −KL(softmax(t) ‖ softmax(s)), batch mean."""
+    log_s = F.log_softmax(student_logits, dim=1)  # (B, K)
+    log_t = F.log_softmax(teacher_logits, dim=1)  # (B, K)
+    return -F.kl_div(log_s, log_t, reduction="batchmean", log_target=True)
+
+
+class PenultimateFeatures:
+    """Context manager that records the input of the model's last ``nn.Linear`` (its pooled penultimate features,
+    (B, D)) at every forward: what DAFL's activation term reads (``out_feature=True`` in the originals)."""
+
+    def __init__(self, model: nn.Module):
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("the model has no nn.Linear head: DAFL's activation term needs its penultimate features")
+        self.features: Tensor | None = None
+        self._handle = linears[-1].register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self.features = inputs[0]
+
+    def __enter__(self) -> PenultimateFeatures:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+
 def resize_for_teacher(images: Tensor, size: int) -> Tensor:
     """Bicubic, antialiased resize of (B, C, H, W) images in [0, 1] to size², clamped back to [0, 1]."""
     if images.shape[-1] == size and images.shape[-2] == size:
