@@ -32,10 +32,12 @@ def test_matched_gives_every_method_the_same_recipe_and_budget(dataset: str) -> 
     budgets = {}
     for m, run in runs.items():
         cls = get_method_class(m)
-        if cls.stores_images():
+        if cls.shape != "real_data":
             budgets[m] = cls.budget(run.method_config, k, run.distill)
-    assert {b.images for b in budgets.values()} == {per_class * k}, budgets
-    assert len({b.kd_steps for b in budgets.values()}) == 1, budgets
+    stored = {m: b.images for m, b in budgets.items() if get_method_class(m).stores_images()}
+    assert set(stored.values()) == {per_class * k}, budgets
+    assert all(b.images is None for m, b in budgets.items() if m not in stored)  # in-loop: nothing stored
+    assert len({b.kd_steps for b in budgets.values()}) == 1, budgets  # the same student steps for every method
     assert all(protocol_deviations(r) == [] for r in runs.values())
 
 
@@ -46,7 +48,8 @@ def test_published_is_the_methods_own_or_says_there_is_none(dataset: str, method
         run = _resolve(method, dataset, "published")
     except ConfigError as e:
         assert "no published recipe" in str(e) and "--protocol matched" in str(e)
-        assert dataset == "imagenet" and method in {"deepinversion", "real_kd"}  # the only gaps, stated in the preset
+        # the only gaps, stated in the preset: no published ImageNet profile for these
+        assert dataset == "imagenet" and method in {"deepinversion", "real_kd", "dafl", "zskt", "dfad", "dfq"}
         return
     assert run.protocol == "published" and protocol_deviations(run) == []
 
