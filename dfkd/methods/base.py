@@ -177,7 +177,8 @@ class InLoopSynthesizer(Synthesizer):
 
     @abstractmethod
     def sample(self, batch_size: int, step: int) -> tuple[Tensor, Tensor]:
-        """A fresh batch for student step ``step``: normalised images (B, C, S, S) on the device and labels (B,)."""
+        """A fresh batch for student step ``step``: normalised images (B, C, S, S) on the device and labels (B,),
+        −1 where the method has no target class for an image (allowed only when ``distill.ce_weight`` is 0)."""
 
     @abstractmethod
     def update(self, student: nn.Module, step: int) -> dict[str, float]:

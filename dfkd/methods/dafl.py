@@ -34,6 +34,7 @@ class DAFL(InLoopMethod):
     class Config:
         generator: str = "large"  # small | large (CMI pack) | dafl (the original's Tanh+BN layout)
         nz: int = 512  # latent size ("nz = 512 if dafl", CMI datafree_kd.py:256)
+        ngf: int = 64  # generator width ("ngf"; 64 in every published generator)
         lr_g: float = 1e-3  # generator Adam learning rate ("lr_g")
         betas_g: tuple[float, float] = (0.5, 0.999)  # generator Adam betas (CMI generative.py:40)
         g_steps: int = 1  # generator steps per update ("g_steps")

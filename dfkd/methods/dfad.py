@@ -47,6 +47,7 @@ class DFAD(InLoopMethod):
     class Config:
         generator: str = "large"  # small | large (pack) | dafl (the original's GeneratorA layout)
         nz: int = 256  # latent size ("nz")
+        ngf: int = 64  # generator width ("ngf"; 64 in every published generator)
         lr_g: float = 1e-3  # generator Adam learning rate ("lr_g")
         betas_g: tuple[float, float] = (0.5, 0.999)  # generator Adam betas (pack; the original's are 0.9, 0.999)
         g_steps: int = 1  # generator steps per update ("g_steps")

@@ -58,7 +58,7 @@ def check_in_loop_config(name: str, c: Any) -> None:
     """Range and choice checks shared by the in-loop methods' configs (one-line ConfigError naming the field)."""
     if c.generator not in GENERATORS:
         raise ConfigError(f"{name}.generator must be one of {', '.join(GENERATORS)}, got {c.generator!r}")
-    for field in ("nz", "g_steps", "kd_steps", "steps_per_epoch", "sample_images"):
+    for field in ("nz", "ngf", "g_steps", "kd_steps", "steps_per_epoch", "sample_images"):
         value = getattr(c, field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}.{field} must be a positive integer, got {value!r}")
@@ -113,7 +113,7 @@ class GenerativeSynthesizer(InLoopSynthesizer):
         self.seconds = 0.0
         with torch.random.fork_rng(devices=[]):  # the generator's initial weights from the run seed alone
             torch.manual_seed(unit_seed(ctx.seed, "generator-init"))
-            self.generator = ConvGenerator(cfg.generator, cfg.nz, ctx.spec.input_size).to(ctx.device)
+            self.generator = ConvGenerator(cfg.generator, cfg.nz, ctx.spec.input_size, cfg.ngf).to(ctx.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas_g))
 
     # -- images ---------------------------------------------------------------------------------
@@ -127,7 +127,10 @@ class GenerativeSynthesizer(InLoopSynthesizer):
         self.generator.eval()  # CMI pack: samples from the generator's BN running statistics
         with torch.no_grad():
             x = self._generate(batch_size, unit_seed(self.ctx.seed, f"sample-{step}"))  # (B, 3, S, S)
-            labels = self.teacher(x).argmax(1)  # (B,) the teacher's classes (the KD loss reads logits only)
+            if self.ctx.distill.ce_weight > 0:  # a CE term needs targets: the teacher's classes
+                labels = self.teacher(x).argmax(1)  # (B,)
+            else:  # the KD loss reads the teacher's logits only: no target class, and no second teacher pass
+                labels = torch.full((batch_size,), -1, dtype=torch.long, device=x.device)  # (B,)
         self.seconds += time.perf_counter() - t0
         return x.detach(), labels
 

@@ -30,6 +30,7 @@ class ZSKT(InLoopMethod):
     class Config:
         generator: str = "large"  # small | large (pack) | dafl (a Tanh+BN layout)
         nz: int = 256  # latent size ("nz")
+        ngf: int = 64  # generator width ("ngf"; 64 in every published generator)
         lr_g: float = 1e-3  # generator Adam learning rate ("lr_g")
         betas_g: tuple[float, float] = (0.5, 0.999)  # generator Adam betas (CMI generative.py:40)
         g_steps: int = 1  # generator steps per update ("g_steps")
