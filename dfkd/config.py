@@ -58,7 +58,7 @@ class DistillConfig:
     temperature: float = 4.0  # KD temperature T; loss is KL(p_t^T || p_s^T)·T²
     kd_weight: float = 1.0  # weight of the KD term
     ce_weight: float = 0.0  # weight of CE to the image's label (target class for synthetic images)
-    amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | off | bf16 (CPU too) | fp16
     eval_every: int = 1  # evaluate on the real test set every N epochs (and always at the last)
     num_workers: int = speed_switch(0)  # DataLoader workers
     sync_bn: bool = True  # several GPUs: SyncBatchNorm over the global batch (CUDA only; CPU ranks keep per-rank BN)

@@ -130,3 +130,14 @@ def test_evaluate_top1_top5_agreement():
     assert ev["top1"] == pytest.approx(100 / 3)
     assert ev["top5"] == pytest.approx(200 / 3)
     assert ev["agreement"] == pytest.approx(200 / 3)  # preds (0, 1, 0) vs (0, 1, 1)
+
+
+def test_amp_on_cpu_is_off_unless_bf16_is_asked_for():
+    from dfkd.config import DistillConfig
+    from dfkd.distill.trainer import amp_dtype
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(DistillConfig(amp="auto"), cpu) is None
+    assert amp_dtype(DistillConfig(amp="off"), cpu) is None
+    assert amp_dtype(DistillConfig(amp="fp16"), cpu) is None
+    assert amp_dtype(DistillConfig(amp="bf16"), cpu) is torch.bfloat16

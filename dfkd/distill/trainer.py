@@ -80,8 +80,12 @@ def make_optimizer(params, cfg: DistillConfig) -> torch.optim.Optimizer:
 
 
 def amp_dtype(cfg: DistillConfig, device: torch.device) -> torch.dtype | None:
-    if cfg.amp == "off" or device.type != "cuda":
+    """The autocast dtype of the student's training: ``auto`` is bf16 (fp16 without bf16) on CUDA and off on CPU;
+    ``bf16`` is honoured on CPU too (to measure what reduced precision changes); ``fp16`` needs CUDA."""
+    if cfg.amp == "off":
         return None
+    if device.type != "cuda":
+        return torch.bfloat16 if cfg.amp == "bf16" else None
     if cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
