@@ -121,8 +121,6 @@ def setup(device: str = "auto") -> tuple[DistContext, torch.device]:
     ctx = from_env()
     wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if not ctx.enabled:
-        from dfkd.benchmark.runner import resolve_device
-
         return ctx, resolve_device(device)
     if wants_cuda:
         if not torch.cuda.is_available():
@@ -156,3 +154,13 @@ def teardown(ctx: DistContext) -> None:
     if ctx.enabled and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; a CUDA device without CUDA is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but torch sees no CUDA device; use --device cpu")
+    return device

@@ -42,7 +42,12 @@ def test_print_config_shows_the_resolved_layers(capsys):
     assert main(["run", "--method", "diffdfkd", "--dataset", "cifar10", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "teacher: resnet34" in out and "student: resnet18" in out
-    assert "temperature: 30.0" in out and "milestones:\n  - 150" in out
+    assert "protocol: matched" in out and "temperature: 20.0" in out  # the data set's one recipe
+    assert "trajectories_per_class: 1000" in out  # 5 000 images per class at 5 kept per trajectory
+    argv = ["run", "--method", "diffdfkd", "--dataset", "cifar10", "--protocol", "published", "--print-config"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "temperature: 30.0" in out and "milestones:\n  - 150" in out  # the released recipe
 
 
 def test_ls_lists_methods_with_their_source(capsys):

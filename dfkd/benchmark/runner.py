@@ -35,7 +35,7 @@ from dfkd.benchmark.teachers import (
     test_loader,
 )
 from dfkd.config import RunConfig, protocol_deviations, semantic
-from dfkd.distributed import SINGLE, DistContext
+from dfkd.distributed import SINGLE, DistContext, resolve_device
 from dfkd.errors import TrainingDivergedError, UserError
 from dfkd.hashing import stable_hash
 from dfkd.methods import create_method
@@ -52,15 +52,6 @@ from dfkd.methods.base import (
 from dfkd.paths import file_lock, stores_dir
 
 NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for, but torch sees no CUDA device; use --device cpu")
-    return device
 
 
 def config_id_for(cfg: RunConfig, *, with_seed: bool = False) -> str:

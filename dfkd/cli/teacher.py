@@ -38,10 +38,10 @@ def add_parser(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from dfkd.benchmark.progress import Reporter
-    from dfkd.benchmark.runner import resolve_device
     from dfkd.benchmark.teachers import build_teacher, resolve_teacher, teacher_accuracy, test_loader, train_teacher
     from dfkd.config import resolve_run_config
     from dfkd.datasets import get_dataset
+    from dfkd.distributed import resolve_device
 
     spec = get_dataset(args.dataset)
     device = resolve_device(args.device)

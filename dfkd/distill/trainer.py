@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from dfkd.config import DistillConfig, to_plain
+from dfkd.distill.losses import Distiller
 from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import ConfigError, TrainingDivergedError
-from dfkd.methods.base import Distiller
 
 
 def _accumulate(sums: dict[str, Tensor | float], logs: dict[str, Tensor | float]) -> None:

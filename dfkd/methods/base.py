@@ -26,17 +26,40 @@ A method names its **shape** (``Method.shape``), and the runner has one path per
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfkd.config import DistillConfig, from_dict
+from dfkd.distill.losses import Distiller, KDDistiller, kd_kl
+from dfkd.synthesis.units import SynthesisUnit, balanced_units, unit_seed
+
+# the interfaces a method implements, in one place (units and KD losses live in the layers below and are re-exported)
+__all__ = [
+    "IN_LOOP",
+    "OFFLINE",
+    "POOL",
+    "REAL_DATA",
+    "SHAPES",
+    "Budget",
+    "BuildContext",
+    "Distiller",
+    "InLoopSynthesizer",
+    "KDDistiller",
+    "Method",
+    "MethodCard",
+    "SynthesisOutput",
+    "SynthesisUnit",
+    "Synthesizer",
+    "balanced_units",
+    "kd_kl",
+    "offline_kd_steps",
+    "unit_seed",
+]
 
 
 @dataclass(frozen=True)
@@ -51,18 +74,6 @@ class MethodCard:
     summary: str = ""  # one sentence
     reconstructed: str = ""  # what is a reconstruction rather than the authors' published procedure
     version: str = "1"  # bump when the implementation changes results
-
-
-@dataclass(frozen=True)
-class SynthesisUnit:
-    """One independently generated piece of the synthetic set."""
-
-    id: str  # stable name, also the shard name: "c0003-b0007"
-    index: int  # position in the plan (online methods: the epoch)
-    seed: int  # derived from (run seed, id): same unit → same images, whoever generates it
-    label: int | None = None  # the class, when the unit is single-class
-    size: int = 0  # images to generate (before any filtering)
-    info: dict[str, Any] = field(default_factory=dict)  # method-specific (e.g. trajectory numbers)
 
 
 @dataclass
@@ -84,23 +95,6 @@ class BuildContext:
     seed: int
     distill: DistillConfig
     data_root: str | None = None
-
-
-def unit_seed(run_seed: int, unit_id: str) -> int:
-    """A 63-bit seed from (run seed, unit id), independent of generation order and process count."""
-    digest = hashlib.sha256(f"{run_seed}:{unit_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def balanced_units(num_classes: int, per_class: int, batch_size: int, run_seed: int) -> list[SynthesisUnit]:
-    """Units of ≤ ``batch_size`` images of one class each, ``per_class`` images per class."""
-    units = []
-    for c in range(num_classes):
-        for b, start in enumerate(range(0, per_class, batch_size)):
-            uid = f"c{c:04d}-b{b:04d}"
-            size = min(batch_size, per_class - start)
-            units.append(SynthesisUnit(uid, len(units), unit_seed(run_seed, uid), label=c, size=size))
-    return units
 
 
 @dataclass(frozen=True)
@@ -183,49 +177,6 @@ class InLoopSynthesizer(Synthesizer):
     @abstractmethod
     def update(self, student: nn.Module, step: int) -> dict[str, float]:
         """Train the generator (its own optimiser) before student step ``step``; returns scalars for the log."""
-
-
-class Distiller(ABC):
-    """The student's training objective on one batch. The trainer does backward/step."""
-
-    @abstractmethod
-    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
-        """``images`` are normalised; returns the scalar loss and logs (detached scalar tensors or floats)."""
-
-
-def kd_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """KD loss of Hinton et al. (2015): KL(softmax(t/T) ‖ softmax(s/T)) · T², batch mean."""
-    log_p_s = F.log_softmax(student_logits / temperature, dim=1)  # (B, K)
-    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)  # (B, K)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
-
-
-class KDDistiller(Distiller):
-    """L = kd_weight · KL(p_t^T ‖ p_s^T)·T² + ce_weight · CE(s, y), teacher logits on the same augmented batch."""
-
-    def __init__(self, teacher: nn.Module | None, cfg: DistillConfig):
-        if teacher is None and cfg.kd_weight > 0:
-            raise ValueError("kd_weight > 0 needs a teacher")
-        self.teacher = teacher
-        self.temperature = cfg.temperature
-        self.kd_weight = cfg.kd_weight
-        self.ce_weight = cfg.ce_weight
-
-    def loss(self, student: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor | float]]:
-        s = student(images)  # (B, K)
-        total = s.new_zeros(())
-        logs: dict[str, Tensor | float] = {}
-        if self.kd_weight > 0:
-            with torch.no_grad():
-                t = self.teacher(images)  # (B, K)
-            kd = kd_kl(s.float(), t.float(), self.temperature)
-            total = total + self.kd_weight * kd
-            logs["kd"] = kd.detach()  # a tensor: the trainer syncs once per epoch, not per step
-        if self.ce_weight > 0:
-            ce = F.cross_entropy(s.float(), labels)
-            total = total + self.ce_weight * ce
-            logs["ce"] = ce.detach()
-        return total, logs
 
 
 OFFLINE, POOL, IN_LOOP, REAL_DATA = "offline", "pool", "in_loop", "real_data"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,13 +169,9 @@ class DiffDFKD(Method):
     def budget_overrides(
         cls, config: Any, images_per_class: int, num_classes: int, distill: DistillConfig
     ) -> dict[str, Any]:
-        kept = kept_per_trajectory(config)
-        if images_per_class % kept:
-            raise ConfigError(
-                f"diffdfkd keeps {kept} images per trajectory, so {images_per_class} images per class is not a whole "
-                f"number of trajectories; choose a multiple of {kept} for the protocol's images_per_class"
-            )
-        return {"trajectories_per_class": images_per_class // kept}
+        # a budget that is not a whole number of trajectories rounds up; the run then spends more than the protocol's
+        # budget and is recorded as custom, with the difference (dfkd.config.protocol_deviations)
+        return {"trajectories_per_class": max(2, math.ceil(images_per_class / kept_per_trajectory(config)))}
 
 
 def kept_per_trajectory(config: DiffDFKD.Config) -> int:

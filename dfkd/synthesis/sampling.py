@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dfkd.methods.base import SynthesisUnit, unit_seed
 from dfkd.synthesis.losses import resize_for_teacher
+from dfkd.synthesis.units import SynthesisUnit, unit_seed
 
 _BACKENDS: dict[tuple, Any] = {}
 
