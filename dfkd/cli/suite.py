@@ -53,10 +53,12 @@ def run_main(args: argparse.Namespace) -> int:
             f"{'cell':>4}  {'shard':<7} {'status':<11} {'images':>9} {'kd steps':>9} {'T':>5} {'lr':>6} "
             f"{'epochs':>6} {'batch':>5} {'schedule':<8} run"
         )
+        # images: stored synthetic images; "fresh": a generator in the loop, a new batch every student step;
+        # "real": the real training split
         for c in suite.cells:
             status = "done" if c.index in done else ("todo" if c.index in mine else "other shard")
             b = c.budget()
-            images = "real" if b["images"] is None else f"{b['images']:,}"
+            images = f"{b['images']:,}" if b["images"] is not None else ("real" if b["kd_steps"] is None else "fresh")
             steps = "-" if b["kd_steps"] is None else f"{b['kd_steps']:,}"
             print(
                 f"{c.index:>4}  {c.index % count:>3}/{count:<3} {status:<11} {images:>9} {steps:>9} {b['T']:>5g} "
