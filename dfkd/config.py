@@ -519,8 +519,8 @@ def resolve_run_config(
     if preset.images_per_class is not None:
         try:
             budget = method_cls.budget_overrides(method_config, preset.images_per_class, spec.num_classes, run.distill)
-        except NotImplementedError as e:
-            raise ConfigError(str(e)) from None
+        except NotImplementedError:
+            budget = {}  # a plug-in without a budget shape runs as configured; its record says custom, and why
         budget = {k: v for k, v in budget.items() if k not in user[method]}  # the user's own values win
         method_config = dataclasses.replace(method_config, **budget)
     return dataclasses.replace(run, method_config=method_config)
@@ -558,10 +558,11 @@ def protocol_deviations(run: RunConfig) -> list[str]:
     out = [f"distill.{k}: {v!r} ({run.protocol}: {theirs.get(k)!r})" for k, v in mine.items() if theirs.get(k) != v]
     method_cls, k = get_method_class(run.method), get_dataset(run.dataset).num_classes
     if method_cls.shape != "real_data":
-        got, want = (
-            method_cls.budget(run.method_config, k, run.distill),
-            method_cls.budget(ref.method_config, k, ref.distill),
-        )
+        try:
+            got = method_cls.budget(run.method_config, k, run.distill)
+            want = method_cls.budget(ref.method_config, k, ref.distill)
+        except NotImplementedError as e:
+            return [*out, f"budget: {e}"]
         for name in ("images", "kd_steps"):
             if getattr(got, name) != getattr(want, name):
                 out.append(f"budget {name}: {getattr(got, name)} ({run.protocol}: {getattr(want, name)})")

@@ -170,7 +170,7 @@ def test_only_real_data_methods_read_the_training_split(name, monkeypatch, tmp_p
         return real_load(self, split, *args, **kwargs)
 
     monkeypatch.setattr(DatasetSpec, "load", spy)
-    sets = [*FAST[name], "distill.epochs=1", "diagnose.enabled=false", "distill.batch_size=8"]
+    sets = [*FAST[name], "distill.epochs=1", "diagnose.enabled=false", "distill.batch_size=64"]
     cfg = resolve_run_config(method=name, dataset="digits", sets=sets, flags={"output_dir": str(tmp_path)})
     run(cfg, reporter=Reporter(quiet=True))
     assert ("train" in reads) == (get_method_class(name).shape == "real_data"), reads

@@ -109,3 +109,25 @@ def test_a_preset_may_not_give_one_method_its_own_recipe_under_matched(tmp_path,
     with pytest.raises(ConfigError, match=r"move it to protocols\.published\.noise_kd"):
         _resolve("noise_kd", "digits", "matched")
     assert _resolve("noise_kd", "digits", "custom").distill.lr == 0.5  # custom: the shared settings as written
+
+
+def test_a_plugin_without_a_budget_shape_runs_but_is_never_recorded_as_matched() -> None:
+    from dataclasses import dataclass
+
+    from dfkd.methods.base import Method, MethodCard
+    from dfkd.registry import METHODS
+
+    class NoBudget(Method):
+        @dataclass(frozen=True)
+        class Config:
+            strength: float = 1.0  # anything
+
+        card = MethodCard(title="No budget", authors="Nobody", year=2026)
+
+    METHODS.register("test_no_budget", NoBudget, source="tests")
+    try:
+        run = _resolve("test_no_budget", "digits", "matched")  # resolves: a plug-in is not refused by default
+        deviations = protocol_deviations(run)
+    finally:
+        METHODS.unregister("test_no_budget")
+    assert len(deviations) == 1 and "does not say how it spends a budget" in deviations[0]
