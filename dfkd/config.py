@@ -66,11 +66,11 @@ class DistillConfig:
 
     def validate(self, prefix: str = "distill.") -> None:
         """Range and choice checks (ConfigError naming ``prefix + field``), before any work starts."""
-        _positive_int(self, prefix, "epochs", "batch_size", "eval_every")
-        _finite(
+        check_positive_ints(self, prefix, "epochs", "batch_size", "eval_every")
+        check_finite(
             self, prefix, "lr", "momentum", "weight_decay", "gamma", "min_lr", "temperature", "kd_weight", "ce_weight"
         )
-        _choice(
+        check_choices(
             self,
             prefix,
             optimizer=("sgd", "adam"),
@@ -132,21 +132,23 @@ class DiagnoseConfig:
     grid_images: int = 6  # images per class and side (real test | synthetic) in the grid
 
     def validate(self, prefix: str = "diagnose.") -> None:
-        _positive_int(self, prefix, "k", "chunk", "batch_size", "histogram_bins", "grid_classes", "grid_images")
+        check_positive_ints(self, prefix, "k", "chunk", "batch_size", "histogram_bins", "grid_classes", "grid_images")
         if not isinstance(self.max_images, int) or self.max_images < 0:
             raise ConfigError(f"{prefix}max_images must be an integer ≥ 0 (0 = every image), got {self.max_images!r}")
         if self.clip_model and not self.clip_pretrained:
             raise ConfigError(f"{prefix}clip_model needs {prefix}clip_pretrained (an open_clip tag or a checkpoint)")
 
 
-def _positive_int(obj: Any, prefix: str, *names: str) -> None:
+def check_positive_ints(obj: Any, prefix: str, *names: str) -> None:
+    """ConfigError unless each field ``names`` of ``obj`` is a positive integer (message names ``prefix + field``)."""
     for name in names:
         value = getattr(obj, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{prefix}{name} must be a positive integer, got {value!r}")
 
 
-def _finite(obj: Any, prefix: str, *names: str) -> None:
+def check_finite(obj: Any, prefix: str, *names: str) -> None:
+    """ConfigError unless each field ``names`` of ``obj`` is a finite number."""
     import math
 
     for name in names:
@@ -155,7 +157,8 @@ def _finite(obj: Any, prefix: str, *names: str) -> None:
             raise ConfigError(f"{prefix}{name} must be a finite number, got {value!r}")
 
 
-def _choice(obj: Any, prefix: str, **choices: tuple[str, ...]) -> None:
+def check_choices(obj: Any, prefix: str, **choices: tuple[str, ...]) -> None:
+    """ConfigError (with a did-you-mean) unless each field is one of its allowed values."""
     for name, allowed in choices.items():
         value = getattr(obj, name)
         if value not in allowed:
@@ -215,7 +218,7 @@ class RunConfig:
         self.distill.validate("distill.")
         self.teacher_train.validate("teacher_train.")
         self.diagnose.validate("diagnose.")
-        _choice(self, "", protocol=tuple(PROTOCOLS))
+        check_choices(self, "", protocol=tuple(PROTOCOLS))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer ≥ 0, got {self.seed!r}")
 

@@ -61,3 +61,11 @@ def ordinary_permissions(path: str | os.PathLike[str]) -> None:
     os.umask(mask)  # reading the umask means setting it; put it back at once
     base = 0o777 if Path(path).is_dir() else 0o666
     os.chmod(path, base & ~mask)
+
+
+def existing_ancestor(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent: what decides whether it can be created."""
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists():
+        probe = probe.parent
+    return probe

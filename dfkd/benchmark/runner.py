@@ -49,7 +49,7 @@ from dfkd.methods.base import (
     SynthesisUnit,
     Synthesizer,
 )
-from dfkd.paths import file_lock, stores_dir
+from dfkd.paths import existing_ancestor, file_lock, stores_dir
 
 NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
 
@@ -285,9 +285,7 @@ def check_budget_fits(cfg: RunConfig, spec: Any, folder: Path, *, free: bool, do
         return
     per_image = 3 * spec.input_size**2
     need = max(0, images - done) * per_image
-    probe = Path(folder).expanduser().absolute()
-    while not probe.exists():
-        probe = probe.parent
+    probe = existing_ancestor(folder)
     usage = shutil.disk_usage(probe)
     room = usage.free if free else usage.total
     if need > room:
@@ -311,10 +309,7 @@ def check_writable(folder: str | Path, option: str) -> None:
     """One-line ``UserError`` unless ``folder`` is (or can be created as) a folder this process can write."""
     import os
 
-    path = Path(folder).expanduser().absolute()
-    probe = path
-    while not probe.exists():  # the nearest existing ancestor decides
-        probe = probe.parent
+    probe = existing_ancestor(folder)  # the nearest existing ancestor decides
     if not probe.is_dir():
         raise UserError(f"{option} {str(folder)!r}: {probe} is a file, not a folder. Fix: choose another {option}")
     if not os.access(probe, os.W_OK | os.X_OK):

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfkd.config import DistillConfig
-from dfkd.errors import ConfigError
+from dfkd.config import DistillConfig, check_choices, check_positive_ints
 from dfkd.methods.base import (
     POOL,
     Budget,
@@ -85,15 +84,10 @@ class DeepInversion(Method):
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)
         c = self.config
-        for name, allowed in (
-            ("adv_loss", ("dad", "js")),
-            ("priors_on", ("jittered", "raw")),
-            ("keep", ("final", "best")),
-        ):
-            if getattr(c, name) not in allowed:
-                raise ConfigError(f"deepinversion.{name} must be one of {', '.join(allowed)}, got {getattr(c, name)!r}")
-        if c.batch_size < 1 or c.iterations < 1 or c.kd_steps < 1:
-            raise ConfigError("deepinversion.batch_size, iterations and kd_steps must be positive integers")
+        check_choices(
+            c, "deepinversion.", adv_loss=("dad", "js"), priors_on=("jittered", "raw"), keep=("final", "best")
+        )
+        check_positive_ints(c, "deepinversion.", "batch_size", "iterations", "kd_steps")
 
     def build_synthesizer(self, ctx: BuildContext) -> Synthesizer:
         return _DeepInversionSynthesizer(self.config, ctx)
@@ -181,8 +175,8 @@ class _DeepInversionSynthesizer(Synthesizer):
                     else:
                         adv = adversarial_disagreement(s_logits, t_logits)
                     loss = loss + cfg.adv_weight * adv
-                if cfg.keep == "best" and loss.item() < best_loss:  # the iterate this loss scored, before the step
-                    best_loss, best_x = loss.item(), x.detach().clone()
+                if cfg.keep == "best" and (value := loss.item()) < best_loss:  # the iterate scored, before the step
+                    best_loss, best_x = value, x.detach().clone()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

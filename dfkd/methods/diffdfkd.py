@@ -174,12 +174,17 @@ class DiffDFKD(Method):
         return {"trajectories_per_class": max(2, math.ceil(images_per_class / kept_per_trajectory(config)))}
 
 
+def cadence_steps(num_steps: int) -> frozenset[int]:
+    """The guided steps 0 < i < N−1 at the N//5 cadence: where Latent CutMix pastes and, with ``keep_intermediate``,
+    where the scored x̂0 is kept (N = 50: 10, 20, 30, 40; N = 10: 2, 4, 6, 8)."""
+    cadence = max(1, num_steps // 5)
+    return frozenset(i for i in range(1, num_steps - 1) if i % cadence == 0)
+
+
 def kept_per_trajectory(config: DiffDFKD.Config) -> int:
-    """Images one trajectory adds to the store: the x̂0 decodes at the N//5 cadence (guided steps 0 < i < N−1)
-    when ``keep_intermediate``, plus the final decode of z_0 (N = 50 or 10: 4 + 1)."""
-    cadence = max(1, config.num_steps // 5)
-    intermediate = sum(1 for i in range(1, config.num_steps - 1) if i % cadence == 0)
-    return 1 + (intermediate if config.keep_intermediate else 0)
+    """Images one trajectory adds to the store: the x̂0 decodes at the cadence steps when ``keep_intermediate``,
+    plus the final decode of z_0 (N = 50 or 10: 4 + 1)."""
+    return 1 + (len(cadence_steps(config.num_steps)) if config.keep_intermediate else 0)
 
 
 class DiffDFKDSynthesizer(Synthesizer):
@@ -223,9 +228,6 @@ class DiffDFKDSynthesizer(Synthesizer):
             return self.cfg.class_prompt_template.format(name=self.spec.class_names[label])
         return self.cfg.prompt
 
-    def cadence(self) -> int:
-        return max(1, self.cfg.num_steps // 5)
-
     # -- one unit: a batch of B trajectories of one class ----------------------------------------
     def generate(self, unit: SynthesisUnit, student: nn.Module | None = None) -> SynthesisOutput:
         cfg, be = self.cfg, self.backend
@@ -240,6 +242,7 @@ class DiffDFKDSynthesizer(Synthesizer):
         z = be.initial_latents(b, g)  # (B, c, h, w)
         timesteps = be.timesteps(cfg.num_steps)
         n = len(timesteps)
+        cadence = cadence_steps(n)  # CutMix and kept-x̂0 steps (n = num_steps)
         kept: list[tuple[int, Tensor]] = []  # (step index, images (B, 3, S, S))
         logs: dict[str, float] = {}
         scored: dict[str, Tensor] = {}  # the x̂0 decode the guidance pass showed the teacher at this step
@@ -254,9 +257,9 @@ class DiffDFKDSynthesizer(Synthesizer):
 
                     z, logs = guided_update(z, objective, step_size=cfg.step_size)
                     # released order: the kept intermediate is the image scored before this step's update
-                    if cfg.keep_intermediate and i % self.cadence() == 0 and i > 0:
+                    if cfg.keep_intermediate and i in cadence:
                         kept.append((i, resize_for_teacher(scored["x0"], self.spec.input_size).cpu()))
-                if cfg.latent_cutmix and i % self.cadence() == 0 and 0 < i < n - 1:
+                if cfg.latent_cutmix and i in cadence:
                     z, _ = latent_cutmix(z, g)
                 with torch.no_grad():
                     eps = be.predict_noise(z, t, cond, uncond, cfg.guidance_scale)  # second pass, updated z_t

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dfkd.config import DistillConfig
+from dfkd.config import DistillConfig, check_choices, check_positive_ints
 from dfkd.errors import ConfigError
 from dfkd.methods.base import (
     IN_LOOP,
@@ -56,12 +56,8 @@ LossFn = Callable[[Scored], tuple[Tensor, dict[str, float]]]
 
 def check_in_loop_config(name: str, c: Any) -> None:
     """Range and choice checks shared by the in-loop methods' configs (one-line ConfigError naming the field)."""
-    if c.generator not in GENERATORS:
-        raise ConfigError(f"{name}.generator must be one of {', '.join(GENERATORS)}, got {c.generator!r}")
-    for field in ("nz", "ngf", "g_steps", "kd_steps", "steps_per_epoch", "sample_images"):
-        value = getattr(c, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}.{field} must be a positive integer, got {value!r}")
+    check_choices(c, f"{name}.", generator=GENERATORS)
+    check_positive_ints(c, f"{name}.", "nz", "ngf", "g_steps", "kd_steps", "steps_per_epoch", "sample_images")
     if c.synthesis_batch_size is not None and c.synthesis_batch_size < 2:
         raise ConfigError(f"{name}.synthesis_batch_size must be ≥ 2 (BatchNorm needs a batch), or null")
     if not (math.isfinite(c.lr_g) and c.lr_g > 0):
