@@ -18,10 +18,10 @@ from pathlib import Path
 
 
 def main() -> None:
+    from dfkd.benchmark.assembly import resolve_run_config
     from dfkd.benchmark.leaderboard import build_leaderboard, load_records, load_reference, write_leaderboard
     from dfkd.benchmark.progress import Reporter
     from dfkd.benchmark.runner import run
-    from dfkd.config import resolve_run_config
     from dfkd.methods import list_methods
     from dfkd.registry import METHODS
 
@@ -89,7 +89,7 @@ def summary_markdown(df) -> str:
 
 def _recipes(df) -> dict:
     """(protocol, method) → "T 4, lr 0.05, 20 ep": the KD recipe each row was distilled with."""
-    from dfkd.config import resolve_run_config
+    from dfkd.benchmark.assembly import resolve_run_config
 
     out = {}
     for _, r in df[df["kind"] == "measured"].iterrows():

@@ -20,8 +20,8 @@ import time
 def main() -> None:
     import torch
 
+    from dfkd.benchmark.assembly import resolve_run_config
     from dfkd.benchmark.teachers import build_teacher, resolve_teacher
-    from dfkd.config import resolve_run_config
     from dfkd.datasets import get_dataset
     from dfkd.methods import create_method
     from dfkd.methods.base import BuildContext

@@ -76,7 +76,7 @@ def epoch_seconds(student0, teacher, cfg, data: Dataset, device: torch.device, s
 
 
 def main() -> None:
-    from dfkd.config import resolve_run_config
+    from dfkd.benchmark.assembly import resolve_run_config
     from dfkd.datasets import get_dataset
     from dfkd.models import create_model
 

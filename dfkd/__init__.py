@@ -25,7 +25,7 @@ _EXPORTS = {
     "list_models": "dfkd.models",
     "get_dataset": "dfkd.datasets",
     "list_datasets": "dfkd.datasets",
-    "resolve_run_config": "dfkd.config",
+    "resolve_run_config": "dfkd.benchmark.assembly",
     "RunConfig": "dfkd.config",
     "DistillConfig": "dfkd.config",
     "run": "dfkd.benchmark.runner",

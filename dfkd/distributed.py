@@ -90,6 +90,14 @@ class DistContext:
         torch.distributed.all_reduce(t)
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BN running statistics) into ``module`` on every rank, in place: what DDP does at the start
+        of each forward, done where a module is used outside its DDP forward (evaluation, another model's step)."""
+        if not self.enabled:
+            return
+        for buf in module.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
     def shard(self, items: list[Any]) -> list[Any]:
         """This rank's share of ``items``: every ``world_size``-th item, starting at ``rank``."""
         return items[self.rank :: self.world_size]

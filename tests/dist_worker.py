@@ -3,9 +3,14 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_worker.py trainer OUT.pt
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_worker.py crash K -- BENCH ARGS…
 
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_worker.py in-loop OUT_DIR
+
 ``trainer``: one epoch of KD with the library's Trainer under DDP (gloo); rank 0 saves the student, the
 history and the gathered test predictions to OUT.pt. The test runs :func:`train_once` in one process and
 compares. ``crash``: ``bench`` with each rank dying (``os._exit``) as it starts its K+1-th synthesis unit.
+``in-loop``: DFQ with its generator in the loop on two ranks, three epochs uninterrupted and three epochs killed
+after the first and resumed by fresh objects; every rank saves its final student and generator to
+OUT_DIR/rank<r>.pt.
 """
 
 from __future__ import annotations
@@ -73,6 +78,59 @@ def train_once(dist=None) -> dict:
     return {"state": trainer.student.state_dict(), "history": result.history, "pred": ev["pred"]}
 
 
+def in_loop(out_dir: str, dist) -> dict:
+    """DFQ on tiny random models (CPU): (a) three epochs; (b) killed in epoch 2, then resumed by fresh objects."""
+    from pathlib import Path
+
+    from dfkd.benchmark.assembly import resolve_run_config
+    from dfkd.datasets import get_dataset
+    from dfkd.distill.trainer import Trainer
+    from dfkd.methods import get_method_class
+    from dfkd.methods.base import BuildContext
+    from dfkd.models import create_model
+
+    sets = [*get_method_class("dfq").smoke_overrides(), "distill.epochs=3", "distill.batch_size=8"]
+    cfg = resolve_run_config(method="dfq", dataset="digits", sets=sets)
+
+    def train(folder: str, kill_at: int | None = None):
+        torch.manual_seed(0)
+        teacher = create_model("resnet8", 10)
+        with torch.no_grad():
+            teacher(torch.rand(16, 3, 32, 32))  # non-trivial BN running statistics
+        teacher = teacher.eval().requires_grad_(False)
+        student = create_model("resnet8", 10)
+        ctx = BuildContext(teacher, student, get_dataset("digits"), torch.device("cpu"), 0, cfg.distill, dist=dist)
+        method = get_method_class("dfq")(cfg.method_config)
+        synth = method.build_synthesizer(ctx)
+        trainer = Trainer(
+            student,
+            method.build_distiller(ctx),
+            cfg.distill,
+            device=torch.device("cpu"),
+            checkpoint_dir=Path(out_dir) / folder,
+            dist=dist,
+        )
+        if kill_at is not None:
+            original = trainer.train_epoch_in_loop
+
+            def dies(source, epoch, steps):
+                if epoch >= kill_at:
+                    raise KeyboardInterrupt  # on every rank at the same point, before the epoch's first collective
+                return original(source, epoch, steps)
+
+            trainer.train_epoch_in_loop = dies
+        try:
+            trainer.fit_in_loop(synth, steps_per_epoch=cfg.method_config.steps_per_epoch)
+        except KeyboardInterrupt:
+            return None
+        return {"student": student.state_dict(), "generator": synth.generator.state_dict()}
+
+    uninterrupted = train("a")
+    assert train("b", kill_at=1) is None
+    resumed = train("b")
+    return {"uninterrupted": uninterrupted, "resumed": resumed}
+
+
 def main(argv: list[str]) -> int:
     from dfkd.distributed import setup, teardown
 
@@ -81,6 +139,12 @@ def main(argv: list[str]) -> int:
         out = train_once(ctx)
         if ctx.is_main:
             torch.save(out, argv[1])
+        teardown(ctx)
+        return 0
+    if argv[0] == "in-loop":
+        ctx, _ = setup("cpu")
+        out = in_loop(argv[1], ctx)
+        torch.save(out, f"{argv[1]}/rank{ctx.rank}.pt")
         teardown(ctx)
         return 0
     if argv[0] == "crash":

@@ -114,8 +114,8 @@ def test_a_budget_that_does_not_fit_the_free_space_is_refused_with_its_estimate(
     import shutil
     from collections import namedtuple
 
+    from dfkd.benchmark.assembly import resolve_run_config
     from dfkd.benchmark.runner import check_budget_fits
-    from dfkd.config import resolve_run_config
     from dfkd.datasets import get_dataset
     from dfkd.errors import UserError
 

@@ -7,17 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from dfkd.config import (
-    DistillConfig,
-    RunConfig,
-    from_dict,
-    load_yaml,
-    parse_set,
-    replace_path,
-    resolve_run_config,
-    semantic,
-    to_plain,
-)
+from dfkd.benchmark.assembly import resolve_run_config
+from dfkd.config import DistillConfig, RunConfig, from_dict, load_yaml, parse_set, replace_path, semantic, to_plain
 from dfkd.errors import ConfigError
 from dfkd.methods import create_method
 
@@ -200,3 +191,12 @@ def test_semantic_drops_speed_fields_at_any_depth():
     assert "channels_last" not in plain["d"] and "num_workers" not in plain["d"] and plain["d"]["lr"] == 0.1
     assert set(plain["g"][0]) == {"path", "revision", "variant", "dtype", "scheduler", "resolution"}
     assert RunConfig().to_dict()["distill"]["channels_last"] is True  # the saved config keeps every field
+
+
+def test_a_partial_nested_section_keeps_the_fields_default_instance():
+    from dfkd.config import TEACHER_RECIPE
+
+    run = from_dict(RunConfig, {"teacher_train": {"epochs": 5}})
+    assert run.teacher_train == dataclasses.replace(TEACHER_RECIPE, epochs=5)  # not DistillConfig's class defaults
+    cfg = resolve_run_config(method="diffdfkd", dataset="digits", sets=["online.epochs=3"])
+    assert cfg.method_config.online.epochs == 3 and cfg.method_config.online.temperature == 30.0

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import dfkd.methods.deepinversion as di
-from dfkd.config import resolve_run_config
+from dfkd.benchmark.assembly import resolve_run_config
 from dfkd.datasets import get_dataset
 from dfkd.methods import get_method_class
 from dfkd.methods.base import BuildContext

@@ -209,28 +209,52 @@ def test_local_save_pretrained_folder_matches_tiny(tmp_path):
     assert torch.allclose(a.images, b.images, atol=1e-5)
 
 
-def test_adversarial_online_student_is_trained_and_used(tmp_path):
+ADVERSARY = {
+    "adv_weight": 1.0,
+    "adv_warmup_rounds": 2,
+    "online_every": 2,
+    "online": {"epochs": 1, "warmup_epochs": 0, "batch_size": 8},
+    "keep_intermediate": False,
+    "num_steps": 3,
+}
+
+
+def _adversarial_synth():
+    torch.manual_seed(0)  # the online student starts from the same weights in every process
+    return _synth(_teacher(0), **ADVERSARY)
+
+
+@pytest.mark.parametrize("state_lost", [False, True])
+def test_a_resumed_adversarial_synthesis_generates_what_an_uninterrupted_one_does(tmp_path, state_lost):
+    """Killed after 3 units (the adversary of round 2 trained and saved), resumed by a fresh synthesizer: unit 3 is
+    the same bytes. With the state file lost, round 2 is retrained on the units before it, not on what is stored."""
+    from dfkd.benchmark.progress import Reporter
+    from dfkd.benchmark.runner import generate_unit, synthesize_all
     from dfkd.synthesis.store import SyntheticStore
 
-    synth = _synth(
-        _teacher(0),
-        adv_weight=1.0,
-        adv_warmup_rounds=2,
-        online_every=2,
-        online_epochs=1,
-        keep_intermediate=False,
-        num_steps=3,
-    )
-    store = SyntheticStore.open(tmp_path / "store", config_hash="x")
-    synth.attach_store(store)
-    units = synth.plan()
-    from dfkd.benchmark.runner import generate_unit
+    cpu = torch.device("cpu")
+    reference = _adversarial_synth()
+    units = reference.plan()[:4]
+    a = SyntheticStore.open(tmp_path / "a", config_hash="x")
+    reference.attach_store(a)
+    synthesize_all(reference, units, a, reference.teacher, reference.spec, cpu, Reporter(quiet=True))
 
+    first = _adversarial_synth()
+    b = SyntheticStore.open(tmp_path / "b", config_hash="x")
+    first.attach_store(b)
     for unit in units[:3]:
-        generate_unit(synth, unit, store, synth.teacher, synth.spec, torch.device("cpu"))
-    assert (store.root / "online_student" / "round000002.pt").is_file()
-    out = synth.generate(units[3])
-    assert "adv" in out.logs
+        generate_unit(first, unit, b, first.teacher, first.spec, cpu)
+    state = b.load_state()  # the synthesizer's state_dict, saved by the runner before each shard
+    initial = first._initial_student.state_dict()
+    assert state["round"] == 2 and set(state["student"]) == set(initial)
+    assert not torch.equal(state["student"]["fc.weight"], initial["fc.weight"])  # trained, not the initial copy
+    if state_lost:
+        b.state_path.unlink()
+    resumed = _adversarial_synth()  # a fresh process
+    resumed.attach_store(b)
+    synthesize_all(resumed, units, b, resumed.teacher, resumed.spec, cpu, Reporter(quiet=True))
+    assert resumed._online_round == 2  # unit 3 was guided against round 2's adversary
+    assert torch.equal(a.images(kept_only=False), b.images(kept_only=False))
 
 
 def test_same_seed_same_store_and_a_killed_synthesis_resumes_to_it(tmp_path):

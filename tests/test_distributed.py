@@ -193,3 +193,33 @@ def test_killed_two_process_synthesis_resumes_with_one_process(tmp_path, digits_
     assert after == _shards(one_process_store)  # nothing lost, nothing duplicated, same bytes
     assert {p.name: p.stat().st_mtime_ns for p in (_store(cache) / "shards").glob("*.pt") if p.name in before} == before
     assert not list((_store(cache) / "shards").glob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------------------------- in the loop
+
+
+def test_an_in_loop_generator_stays_in_sync_over_two_processes_and_resumes_bit_for_bit(tmp_path):
+    _torchrun(2, str(HERE / "dist_worker.py"), "in-loop", str(tmp_path), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for rank in ranks:  # killed after epoch 1 and resumed = uninterrupted, on every rank
+        for part in ("student", "generator"):
+            a, b = rank["uninterrupted"][part], rank["resumed"][part]
+            assert all(torch.equal(a[k], b[k]) for k in a), part
+    for part in ("student", "generator"):  # one generator (and one student) over the ranks
+        a, b = ranks[0]["resumed"][part], ranks[1]["resumed"][part]
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    assert (tmp_path / "b" / "last.pt").is_file()  # rank 0 wrote the checkpoint the resume read
+
+
+def test_bench_runs_an_in_loop_method_under_torchrun(tmp_path, digits_teacher_file):
+    from dfkd.methods import get_method_class
+
+    env = _env(tmp_path / "cache", digits_teacher_file)
+    smoke = [x for item in get_method_class("dfq").smoke_overrides() for x in ("--set", item)]
+    args = ["run", "--quiet", "--method", "dfq", "--dataset", "digits", *smoke]
+    args += ["--set", "distill.epochs=1", "--set", "distill.batch_size=16", "-o", str(tmp_path / "runs")]
+    _torchrun(2, "-m", "dfkd", *args, env=env)
+    (path,) = (tmp_path / "runs").rglob("record.json")
+    record = json.loads(path.read_text())
+    assert record["env"]["world_size"] == 2 and record["extra"]["in_loop/images_seen"] == 2 * 16
+    assert len(list((path.parent / "generator-sample" / "shards").glob("*.pt"))) == 1  # the final generator's sample

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfkd.config import resolve_run_config
+from dfkd.benchmark.assembly import resolve_run_config
 from dfkd.datasets import get_dataset
 from dfkd.distill.trainer import Trainer
 from dfkd.methods import get_method_class, list_methods

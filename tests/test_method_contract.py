@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from dfkd.benchmark.assembly import resolve_run_config
 from dfkd.benchmark.progress import Reporter
 from dfkd.benchmark.runner import validate
-from dfkd.config import resolve_run_config
 from dfkd.methods import get_method_class, list_methods
 from dfkd.methods.base import BuildContext, Method
 from dfkd.registry import METHODS

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dfkd.config import PROTOCOLS, load_preset, protocol_deviations, resolve_run_config, semantic
+from dfkd.benchmark.assembly import load_preset, protocol_deviations, resolve_run_config
+from dfkd.config import PROTOCOLS, semantic
 from dfkd.datasets import get_dataset
 from dfkd.errors import ConfigError
 from dfkd.methods import get_method_class, list_methods

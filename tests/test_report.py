@@ -10,12 +10,13 @@ import subprocess
 import pytest
 import torch
 
+from dfkd.benchmark.assembly import resolve_run_config
 from dfkd.benchmark.diagnose import class_balance, diagnose, histogram, per_class_top1, subset_indices
 from dfkd.benchmark.progress import Reporter
 from dfkd.benchmark.report import write_report
 from dfkd.benchmark.runner import run, teacher_logits
 from dfkd.cli.main import main as bench
-from dfkd.config import DiagnoseConfig, resolve_run_config
+from dfkd.config import DiagnoseConfig
 from dfkd.datasets import get_dataset
 from dfkd.errors import UserError
 from dfkd.metrics.energy import free_energy

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from dfkd.benchmark.assembly import resolve_run_config
 from dfkd.benchmark.progress import Reporter
 from dfkd.benchmark.runner import run
-from dfkd.config import resolve_run_config
 from dfkd.synthesis.store import SyntheticStore
 
 REQUIRED = (
@@ -320,3 +320,47 @@ def test_two_identical_runs_at_once_share_the_work_without_a_traceback(tmp_path,
     # usually the second waits on the lock; if it came late, it finds the record: never a second synthesis
     assert any("waiting for it to finish" in err or "exists: reporting it" in err for _, err in outs)
     assert len(list((tmp_path / "runs").rglob("record.json"))) == 1
+
+
+@pytest.mark.parametrize("kill_in", ["distil", "synthesis"])
+def test_a_killed_pool_run_resumes_to_the_uninterrupted_students_weights(
+    tmp_path, digits_teacher, monkeypatch, kill_in
+):
+    """DeepInversion (shape ``pool``) killed in epoch 2, during the student's steps or while its unit is generated,
+    and run again: the same final student, bit for bit, as a run never interrupted (its own store, from scratch)."""
+    import shutil
+
+    from dfkd.distill.trainer import Trainer
+    from dfkd.methods import deepinversion
+    from dfkd.paths import stores_dir
+
+    sets = ["iterations=2", "batch_size=8", "kd_steps=2", "distill.epochs=3", "diagnose.enabled=false"]
+
+    def final_student(folder: str) -> dict:
+        cfg = resolve_run_config(method="deepinversion", dataset="digits", sets=sets, flags={"output_dir": folder})
+        record = run(cfg, reporter=Reporter(quiet=True))
+        (last,) = (tmp_path / folder).rglob("last.pt")
+        return {"record": record, "student": torch.load(last, weights_only=True)["student"]}
+
+    monkeypatch.chdir(tmp_path)
+    uninterrupted = final_student("a")
+    shutil.rmtree(stores_dir())  # the second run generates its own pool
+
+    target = (Trainer, "train_epoch") if kill_in == "distil" else (deepinversion._DeepInversionSynthesizer, "generate")
+    original = getattr(*target)
+    calls = {"n": 0}
+
+    def killed_in_epoch_2(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(*target, killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        final_student("b")
+    monkeypatch.setattr(*target, original)
+    resumed = final_student("b")
+    a, b = uninterrupted["student"], resumed["student"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["record"].student_top1 == uninterrupted["record"].student_top1

@@ -28,8 +28,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dfkd.config import DiagnoseConfig
+from dfkd.datasets.base import DatasetSpec
 from dfkd.metrics.features import Extractor, clip_extractor, teacher_extractor
 from dfkd.metrics.manifold import FeatureStats, frechet_distance, prdc
+from dfkd.synthesis.store import SyntheticStore
 
 
 @dataclass
@@ -78,7 +80,7 @@ def _space_metrics(real: Tensor, fake: Tensor, cfg: DiagnoseConfig) -> dict[str,
 
 def _real_pass(
     test_set: Dataset,
-    spec: Any,
+    spec: DatasetSpec,
     student: nn.Module,
     extractors: dict[str, Extractor],
     chosen: Tensor,
@@ -104,8 +106,8 @@ def _real_pass(
 
 
 def _synthetic_pass(
-    store: Any,
-    spec: Any,
+    store: SyntheticStore,
+    spec: DatasetSpec,
     student: nn.Module,
     extractors: dict[str, Extractor],
     chosen: Tensor,
@@ -128,13 +130,13 @@ def _synthetic_pass(
 def diagnose(
     cfg: DiagnoseConfig,
     *,
-    spec: Any,
+    spec: DatasetSpec,
     teacher: nn.Module,
     student: nn.Module,
     device: torch.device,
     test_set: Dataset,
     teacher_pred: Tensor,
-    store: Any = None,
+    store: SyntheticStore | None = None,
     seed: int = 0,
 ) -> Diagnosis:
     """Measure the synthetic set (``store``, kept images) and the student per class (see the module docstring)."""

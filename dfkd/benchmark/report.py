@@ -33,7 +33,9 @@ import yaml
 from PIL import Image
 
 from dfkd.benchmark import figures
+from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError
+from dfkd.synthesis.store import SyntheticStore
 
 # (record key or extra key, label shown, kind) — kind: "pct", "num", "int", "sec", "text"
 _HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -95,7 +97,7 @@ class RunView:
 
     path: Path
     record: dict[str, Any]
-    store: Any  # SyntheticStore or None
+    store: SyntheticStore | None
     store_note: str = ""  # why there are no synthetic images, when there are none
     label: str = ""
 
@@ -113,7 +115,6 @@ class RunView:
 
 def load_run(path: str | Path) -> RunView:
     """A run folder (or its ``record.json``) with its synthetic store when it still exists."""
-    from dfkd.synthesis.store import SyntheticStore
 
     path = Path(path).expanduser()
     if path.name == "record.json":
@@ -157,7 +158,7 @@ def _spread(indices: list[int], n: int) -> list[int]:
     return [indices[round(i * (len(indices) - 1) / max(1, n - 1))] for i in range(n)]
 
 
-def _real_images(spec: Any, data_root: str | None, classes: list[int], n: int) -> tuple[dict[int, list], str]:
+def _real_images(spec: DatasetSpec, data_root: str | None, classes: list[int], n: int) -> tuple[dict[int, list], str]:
     """First ``n`` test images of each class as uint8 (C, S, S), exactly as the teacher sees them."""
     try:
         test = spec.load("test", data_root, download=False)
@@ -177,7 +178,7 @@ def _real_images(spec: Any, data_root: str | None, classes: list[int], n: int) -
     return out, ""
 
 
-def _synthetic_images(store: Any, classes: list[int], n: int) -> dict[int, list]:
+def _synthetic_images(store: SyntheticStore, classes: list[int], n: int) -> dict[int, list]:
     """``n`` kept synthetic images per class, evenly spread over the class's images in store order."""
     labels = store.read_table(kept_only=True)["label"].tolist()
     data = store.dataset(transform=None, kept_only=True)

@@ -1,9 +1,20 @@
 """``bench run``: config → teacher → synthesize → distil → evaluate → record → leaderboard.
 
-The runner is the only place that knows the order of the stages; each stage is a function with
-typed inputs and outputs. A run is identified by (config, seed): running the same command again
-resumes an interrupted run (the synthetic store skips finished units, the trainer restarts from its
-last epoch checkpoint) or, when the record exists, reports it without redoing anything.
+The runner is the only place that knows the order of the stages; each is a function with typed inputs and
+outputs, and ``_run_locked`` is their sequence::
+
+    prepare(cfg)                       → Prepared      (method, teacher provisioned, fresh student, BuildContext)
+    begin(cfg, p, out)                 → protocol       (run folder, config.yaml, the protocol the record states)
+    check_teacher(cfg, p)              → TeacherCheck   (teacher top-1 and predictions on the real test set)
+    build_trainer(p, out, teacher)     → Trainer
+    DISTIL[method.shape](synth, ...)   → Distilled      (one function per shape: distil_offline, distil_pool,
+                                                         distil_in_loop, distil_real_data)
+    evaluate(cfg, p, teacher, dist.)   → extra, diagnostics (shifted test sets, synthetic-set diagnosis)
+    make_record(...)                   → RunRecord      → record.json, leaderboard, report
+
+A run is identified by (config, seed): running the same command again resumes an interrupted run (the synthetic
+store skips finished units, the trainer restarts from its last epoch checkpoint, synthesizer state included) or,
+when the record exists, reports it without redoing anything.
 
 The same function runs on every process of a ``torchrun`` / ``accelerate launch`` job (see
 ``dfkd/distributed.py``): ranks share the synthesis units and the global batches, rank 0 alone writes.
@@ -22,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
+from dfkd.benchmark.assembly import protocol_deviations
 from dfkd.benchmark.progress import Reporter
 from dfkd.benchmark.records import RunRecord, environment, run_dir
 from dfkd.benchmark.teachers import (
@@ -34,7 +47,9 @@ from dfkd.benchmark.teachers import (
     teacher_provenance,
     test_loader,
 )
-from dfkd.config import RunConfig, protocol_deviations, semantic
+from dfkd.config import RunConfig, semantic
+from dfkd.datasets.base import DatasetSpec
+from dfkd.distill.trainer import Trainer, TrainResult
 from dfkd.distributed import SINGLE, DistContext, resolve_device
 from dfkd.errors import TrainingDivergedError, UserError
 from dfkd.hashing import stable_hash
@@ -42,6 +57,8 @@ from dfkd.methods import create_method
 from dfkd.methods.base import (
     IN_LOOP,
     OFFLINE,
+    POOL,
+    REAL_DATA,
     BuildContext,
     InLoopSynthesizer,
     Method,
@@ -50,6 +67,7 @@ from dfkd.methods.base import (
     Synthesizer,
 )
 from dfkd.paths import existing_ancestor, file_lock, stores_dir
+from dfkd.synthesis.store import SyntheticStore, to_uint8
 
 NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
 
@@ -90,7 +108,7 @@ def store_key(cfg: RunConfig, method: Method, synth: Synthesizer, teacher: Teach
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, images_uint8: torch.Tensor, spec: Any, device: torch.device) -> torch.Tensor:
+def teacher_logits(teacher: nn.Module, images_uint8: Tensor, spec: DatasetSpec, device: torch.device) -> Tensor:
     """Teacher logits on the images exactly as stored (uint8-quantised), float32 (N, K)."""
     out = []
     for chunk in images_uint8.split(256):
@@ -102,16 +120,20 @@ def teacher_logits(teacher: nn.Module, images_uint8: torch.Tensor, spec: Any, de
 def generate_unit(
     synth: Synthesizer,
     unit: SynthesisUnit,
-    store: Any,
+    store: SyntheticStore,
     teacher: nn.Module,
-    spec: Any,
+    spec: DatasetSpec,
     device: torch.device,
     student: nn.Module | None = None,
     rank: int = 0,
 ) -> dict[str, float]:
-    """Generate one unit and write it as one shard with the teacher's scores (its cost goes to ``info/``)."""
+    """Generate one unit and write it as one shard with the teacher's scores (its cost goes to ``info/``).
+
+    A synthesizer whose units depend on earlier ones (``units_independent`` False: an online adversary) has its
+    state saved in the store *before* the shard: a resumed synthesis restores it (``synthesize_all``), so the state
+    on disk is never behind the last stored unit, and at worst one unit ahead of it (that unit is regenerated with it).
+    """
     from dfkd.metrics.energy import free_energy
-    from dfkd.synthesis.store import to_uint8
 
     t0 = time.perf_counter()
     out: SynthesisOutput = synth.generate(unit, student)
@@ -135,6 +157,8 @@ def generate_unit(
         table["seed"] = torch.full((n,), unit.seed, dtype=torch.int64)
     for k, v in out.extras.items():
         table[k] = v.detach().cpu() if isinstance(v, torch.Tensor) else v
+    if not synth.units_independent:
+        store.save_state(synth.state_dict())
     info = {"seconds": seconds, "images": n, "rank": rank, "host": platform.node()}
     store.write_unit(unit.id, images, table, info=info)
     return {"images": n, "seconds": seconds, **out.logs}
@@ -143,9 +167,9 @@ def generate_unit(
 def synthesize_all(
     synth: Synthesizer,
     units: list[SynthesisUnit],
-    store: Any,
+    store: SyntheticStore,
     teacher: nn.Module,
-    spec: Any,
+    spec: DatasetSpec,
     device: torch.device,
     reporter: Reporter,
     dist: DistContext = SINGLE,
@@ -164,6 +188,9 @@ def synthesize_all(
             f"{type(synth).__name__}'s units depend on earlier units (e.g. adv_weight > 0 trains an adversary on "
             "them), so they cannot be split across processes: run the synthesis with one process, or set adv_weight=0"
         )
+    state = store.load_state() if not synth.units_independent else None
+    if state is not None:  # where the interrupted synthesis left its adversary (saved by generate_unit)
+        synth.load_state_dict(state)
     by_id = {u.id: u for u in units}
     mine = [by_id[i] for i in dist.shard(todo_ids)]
     name = f"synthesize (rank 0 of {dist.world_size})" if dist.enabled else "synthesize"
@@ -181,14 +208,14 @@ def synthesize_all(
 
 
 # ---------------------------------------------------------------------------------------------
-# the run
+# the run: typed stages
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Prepared:
     """A run's components, built but not yet run (shared by ``run`` and ``validate``)."""
 
     cfg: RunConfig
-    spec: Any
+    spec: DatasetSpec
     device: torch.device
     method: Method
     teacher_ref: TeacherRef
@@ -196,6 +223,27 @@ class Prepared:
     student_name: str
     student: nn.Module
     ctx: BuildContext
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherCheck:
+    """The teacher measured on the real test set (stage ``check_teacher``)."""
+
+    loader: DataLoader  # the real test set, reused by evaluation and diagnosis
+    accuracy: dict[str, Any]  # top1, top5 (%)
+    predictions: Tensor  # (N,) the teacher's argmax per test image, in data-set order
+    file: dict[str, Any]  # what the record states about the teacher's file (digest, recipe)
+
+
+@dataclasses.dataclass(frozen=True)
+class Distilled:
+    """What the synthesize-and-distil stage of every shape returns."""
+
+    result: TrainResult
+    store: SyntheticStore | None  # the synthetic set (in_loop: the final generator's sample; real_data: None)
+    synthesis_seconds: float
+    images: int  # images kept in the store (offline, pool), seen by the student (in_loop), 0 (real_data)
+    extra: dict[str, float]  # record columns about the synthetic set
 
 
 def prepare(
@@ -206,6 +254,7 @@ def prepare(
     device: torch.device | None = None,
     dist: DistContext = SINGLE,
 ) -> Prepared:
+    """Stage 1, provision: the method, the teacher (fetched, or trained where allowed) and a fresh student."""
     from dfkd.datasets import get_dataset
     from dfkd.distill.trainer import seed_everything
     from dfkd.models import check_model_name, create_model
@@ -232,7 +281,7 @@ def prepare(
             )
     seed_everything(cfg.seed)
     student = create_model(student_name, spec.num_classes).to(device)
-    ctx = BuildContext(teacher, student, spec, device, cfg.seed, cfg.distill, cfg.data_root)
+    ctx = BuildContext(teacher, student, spec, device, cfg.seed, cfg.distill, cfg.data_root, dist)
     return Prepared(cfg, spec, device, method, ref, teacher, student_name, student, ctx)
 
 
@@ -266,7 +315,298 @@ def run(
         return _run_locked(cfg, p, out, reporter, force, dist)
 
 
-def check_budget_fits(cfg: RunConfig, spec: Any, folder: Path, *, free: bool, done: int = 0) -> None:
+def _run_locked(
+    cfg: RunConfig, p: Prepared, out: Path, reporter: Reporter, force: bool, dist: DistContext
+) -> RunRecord:
+    """``run`` once this job holds the run folder's lock (rank 0): the stages, in order."""
+    record_path = out / "record.json"
+    if dist.broadcast(record_path.is_file()) and not force:
+        return _report_existing(record_path, cfg, reporter, dist)
+    protocol, deviations = begin(cfg, p, out, reporter, dist)
+    teacher = check_teacher(cfg, p, reporter, dist)
+    trainer = build_trainer(p, out, teacher, reporter, dist)
+    distilled = DISTIL[p.method.shape](p.method.build_synthesizer(p.ctx), trainer, p, out, reporter, dist)
+    if not dist.is_main:  # rank 0 evaluates the shifted sets and writes; the others wait for it to finish
+        dist.barrier()
+        return RunRecord.read(record_path)
+    extra, diagnostics = evaluate(cfg, p, teacher, distilled, reporter)
+    record = make_record(cfg, p, out, teacher, trainer, distilled, extra, diagnostics, protocol, deviations, dist)
+    record.write(record_path)
+    _finish(record, record_path, cfg, reporter)
+    dist.barrier()
+    return record
+
+
+def _report_existing(record_path: Path, cfg: RunConfig, reporter: Reporter, dist: DistContext) -> RunRecord:
+    """A finished run asked again: report its record (and repair what follows it) instead of running it."""
+    record = RunRecord.read(record_path)
+    if dist.is_main:
+        reporter.note(f"{record_path} exists: reporting it (use --force to run again)")
+        _finish(record, record_path, cfg, reporter, repair=True)
+    dist.barrier()
+    return record
+
+
+def begin(cfg: RunConfig, p: Prepared, out: Path, reporter: Reporter, dist: DistContext) -> tuple[str, list[str]]:
+    """The run folder with its ``config.yaml``; notes on the recipe; the protocol the record will state."""
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+    for note in cfg.distill.unusual():
+        reporter.note(f"note: {note}")
+    protocol, deviations = recorded_protocol(cfg)
+    if deviations:
+        reporter.note(
+            f"protocol: {cfg.protocol} asked, recorded as custom ({'; '.join(deviations[:4])}"
+            f"{'; …' if len(deviations) > 4 else ''})"
+        )
+    else:
+        reporter.note(f"protocol: {protocol}")
+    if cfg.dg:  # a bad key or missing folder must fail now, not after hours of training
+        from dfkd.benchmark.dg import load_dg_sets
+
+        load_dg_sets(p.spec, cfg.dg)
+    return protocol, deviations
+
+
+def check_teacher(cfg: RunConfig, p: Prepared, reporter: Reporter, dist: DistContext) -> TeacherCheck:
+    """Stage 2: the teacher's accuracy and predictions on the real test set (cached per weights digest)."""
+    with dist.main_first():  # rank 0 downloads the test set and caches the teacher's accuracy
+        loader = test_loader(p.spec, cfg.data_root, num_workers=cfg.distill.num_workers)
+        with reporter.stage("teacher accuracy", p.teacher_ref.name):
+            accuracy, predictions = teacher_accuracy(p.teacher, p.teacher_ref, p.spec, loader, p.device)
+    reporter.note(f"teacher {p.teacher_ref.name}: top-1 {accuracy['top1']:.2f}% on {len(loader.dataset)} test images")
+    file, warning = teacher_provenance(p.teacher_ref, cfg.teacher_train)
+    if warning:
+        reporter.note(f"warning: {warning}")
+    return TeacherCheck(loader, accuracy, predictions, file)
+
+
+def build_trainer(p: Prepared, out: Path, teacher: TeacherCheck, reporter: Reporter, dist: DistContext) -> Trainer:
+    """The student's trainer with the method's distiller, checkpointing into the run folder."""
+    return Trainer(
+        p.student,
+        p.method.build_distiller(p.ctx),
+        p.cfg.distill,
+        device=p.device,
+        seed=p.cfg.seed,
+        test_loader=teacher.loader,
+        reference_pred=teacher.predictions.to(p.device),
+        checkpoint_dir=out / "checkpoints",
+        progress=reporter.epoch_line("distill"),
+        dist=dist,
+    )
+
+
+# -- stage 3, synthesize and distil: one function per shape (methods/base.py) -----------------------------------
+def distil_offline(
+    synth: Synthesizer | None, trainer: Trainer, p: Prepared, out: Path, reporter: Reporter, dist: DistContext
+) -> Distilled:
+    """Shape ``offline``: every unit into the store (shared by the runs that need the same set), then distil on it."""
+    store = open_store(synth, p, reporter, dist)
+    stats_file = store.root / "finalize.json"
+    with _store_lock(store, dist, reporter):  # one writer per store; a run sharing it waits, then reuses it
+        store = SyntheticStore.open_existing(store.root)  # the process we waited for may have completed it
+        synth.attach_store(store)
+        if store.is_complete:
+            reporter.note(f"synthetic store cache hit: {store.root} ({store.num_images()} images)")
+        else:
+            stats = synthesize_all(synth, synth.plan(), store, p.teacher, p.spec, p.device, reporter, dist)
+            if dist.is_main:
+                stats_file.write_text(json.dumps(stats))
+            store = SyntheticStore.open_existing(store.root)  # rank 0 marked it complete
+    dist.barrier()
+    finalize_stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    if finalize_stats.get(f"{p.cfg.method}/shortfall"):
+        reporter.note(
+            f"warning: {p.cfg.method} kept {finalize_stats[f'{p.cfg.method}/shortfall']:.0f} images fewer than its "
+            f"budget; per class, with the styles it dropped: {store.root / 'shortfall.json'}"
+        )
+    result = trainer.fit(store.dataset(p.spec.train_transform()))
+    return _from_store(result, store, finalize_stats)
+
+
+def distil_pool(
+    synth: Synthesizer | None, trainer: Trainer, p: Prepared, out: Path, reporter: Reporter, dist: DistContext
+) -> Distilled:
+    """Shape ``pool``: unit ``e`` generated at the start of epoch ``e`` with the current student, then the epoch's
+    ``kd_steps`` student steps on the pool so far (the store is this student's own; a resumed run reuses its units)."""
+    store = open_store(synth, p, reporter, dist)
+    units = synth.plan()
+    if len(units) != p.cfg.distill.epochs:
+        raise UserError(
+            f"{p.cfg.method} is a pool method: one synthesis unit per epoch, but its plan has {len(units)} "
+            f"units and distill.epochs={p.cfg.distill.epochs}"
+        )
+    transform = p.spec.train_transform()
+
+    def pool_for_epoch(epoch: int) -> Dataset:
+        unit = units[epoch]
+        with dist.main_first():  # rank 0 generates it (every rank holds the same student), all read it
+            if dist.is_main and not store.has_unit(unit.id):
+                generate_unit(synth, unit, store, p.teacher, p.spec, p.device, student=p.student)
+        return store.dataset(transform)
+
+    result = trainer.fit(pool_for_epoch, steps_per_epoch=p.method.kd_steps_per_epoch())
+    if dist.is_main:
+        store.mark_complete([u.id for u in units])
+    return _from_store(result, store, {})
+
+
+def distil_in_loop(
+    synth: Synthesizer | None, trainer: Trainer, p: Prepared, out: Path, reporter: Reporter, dist: DistContext
+) -> Distilled:
+    """Shape ``in_loop``: distil with the generator in the loop (its state checkpointed with the student), then
+    store a seeded sample of the final generator in the run folder for the diagnose stage and the report."""
+    if not isinstance(synth, InLoopSynthesizer):
+        raise RuntimeError(f"{p.cfg.method} has shape in_loop but its synthesizer is not an InLoopSynthesizer")
+    steps = p.method.config.steps_per_epoch
+    result = trainer.fit_in_loop(synth, steps_per_epoch=steps)
+    with dist.main_first():  # rank 0 creates the manifest
+        sample = SyntheticStore.open(out / "generator-sample", config_hash=out.name, meta={"what": "final generator"})
+    if not sample.is_complete:
+        synthesize_all(synth, synth.plan(), sample, p.teacher, p.spec, p.device, reporter, dist)
+    sample = SyntheticStore.open_existing(sample.root)
+    seen = steps * p.cfg.distill.epochs * p.cfg.distill.batch_size
+    extra = {
+        **synthetic_set_stats(sample.read_table(kept_only=False)),
+        "in_loop/images_seen": float(seen),
+        "in_loop/generator_seconds": synth.seconds,
+    }
+    return Distilled(result, sample, synth.seconds, seen, extra)
+
+
+def distil_real_data(
+    synth: Synthesizer | None, trainer: Trainer, p: Prepared, out: Path, reporter: Reporter, dist: DistContext
+) -> Distilled:
+    """Shape ``real_data`` (real KD, the upper bound): the real training split. No other shape reads it."""
+    result = trainer.fit(p.spec.load("train", p.cfg.data_root))
+    return Distilled(result, None, 0.0, 0, {})
+
+
+DISTIL: dict[str, Callable[..., Distilled]] = {
+    OFFLINE: distil_offline,
+    POOL: distil_pool,
+    IN_LOOP: distil_in_loop,
+    REAL_DATA: distil_real_data,
+}
+
+
+def open_store(synth: Synthesizer | None, p: Prepared, reporter: Reporter, dist: DistContext) -> SyntheticStore:
+    """The method's synthetic store (named by ``store_key``), checked, with the synthesizer attached. A damaged
+    complete store is reopened for regeneration; an incomplete one must fit the free disk space."""
+    cfg = p.cfg
+    if synth is None:
+        raise RuntimeError(f"{cfg.method} stores images but built no synthesizer")
+    key = store_key(cfg, p.method, synth, p.teacher_ref, p.student_name)
+    digest = stable_hash(key)
+    with dist.main_first():  # rank 0 creates the manifest
+        store = SyntheticStore.open(
+            stores_dir() / cfg.dataset / cfg.method / digest, config_hash=digest, meta={"key": key}
+        )
+    damaged = store.verify() if store.is_complete and dist.is_main else []  # sizes: one stat per shard
+    if damaged:
+        more = "; …" if len(damaged) > 3 else ""
+        reporter.note(f"synthetic store {store.root} is damaged ({'; '.join(damaged[:3])}{more}): regenerating")
+        store.reopen(damaged)
+    if dist.broadcast(bool(damaged)):
+        store = SyntheticStore.open_existing(store.root)  # every rank sees it incomplete now
+    if not store.is_complete and dist.is_main:
+        check_budget_fits(cfg, p.spec, store.root, free=True, done=store.num_images())
+    synth.attach_store(store)
+    return store
+
+
+def _from_store(result: TrainResult, store: SyntheticStore, finalize_stats: dict[str, float]) -> Distilled:
+    seconds = sum(float(i.get("seconds", 0.0)) for i in store.unit_info().values())
+    extra = {**synthetic_set_stats(store.read_table(kept_only=False)), **finalize_stats}
+    return Distilled(result, store, seconds, store.num_images(kept_only=True), extra)
+
+
+# -- stages 4 and 5: evaluate (shifted test sets) and diagnose; then the record --------------------------------------
+def evaluate(
+    cfg: RunConfig, p: Prepared, teacher: TeacherCheck, distilled: Distilled, reporter: Reporter
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The record's ``extra`` columns (synthetic set, shifted test sets, diagnostics) and its ``diagnostics``."""
+    extra = dict(distilled.extra)
+    if cfg.dg:
+        from dfkd.benchmark.dg import evaluate_shifted
+
+        with reporter.stage("domain generalisation", ", ".join(cfg.dg)):
+            extra.update(evaluate_shifted(p.student, p.spec, cfg.dg, p.device, num_workers=cfg.distill.num_workers))
+    diagnostics: dict[str, Any] = {}
+    if cfg.diagnose.enabled:
+        from dfkd.benchmark.diagnose import diagnose
+
+        with reporter.stage("diagnose", "precision/recall/density/coverage, histograms, per-class top-1"):
+            found = diagnose(
+                cfg.diagnose,
+                spec=p.spec,
+                teacher=p.teacher,
+                student=p.student,
+                device=p.device,
+                test_set=teacher.loader.dataset,
+                teacher_pred=teacher.predictions,
+                store=distilled.store,
+                seed=cfg.seed,
+            )
+        extra.update(found.scalars)
+        diagnostics = found.details
+    return extra, diagnostics
+
+
+def make_record(
+    cfg: RunConfig,
+    p: Prepared,
+    out: Path,
+    teacher: TeacherCheck,
+    trainer: Trainer,
+    distilled: Distilled,
+    extra: dict[str, float],
+    diagnostics: dict[str, Any],
+    protocol: str,
+    deviations: list[str],
+    dist: DistContext,
+) -> RunRecord:
+    """The run's record; a run whose test accuracy is not finite gets none."""
+    result = distilled.result
+    if not all(math.isfinite(v) for v in (result.top1, result.best_top1, result.top5)):
+        raise TrainingDivergedError(
+            f"distillation of {cfg.method} ended without a finite test accuracy (top-1 {result.top1}); "
+            "no record was written. Fix: check distill.epochs and distill.eval_every, then run again"
+        )
+    return RunRecord(
+        run_id=out.name,
+        method=cfg.method,
+        dataset=cfg.dataset,
+        teacher=p.teacher_ref.name,
+        student=p.student_name,
+        seed=cfg.seed,
+        student_top1=result.top1,
+        student_top1_best=result.best_top1,
+        student_top1_best_epoch=result.best_epoch,
+        student_top5=result.top5,
+        teacher_top1=teacher.accuracy["top1"],
+        teacher_student_agreement=result.agreement,
+        num_synthetic_images=distilled.images,
+        synthesis_seconds=distilled.synthesis_seconds,
+        distill_seconds=result.seconds,
+        epochs=cfg.distill.epochs,
+        config_id=config_id_for(cfg),
+        protocol=protocol,
+        protocol_deviations=deviations,
+        distill_precision=str(trainer.autocast or torch.float32).removeprefix("torch."),
+        teacher_file=teacher.file,
+        extra=extra,
+        history=result.history,
+        diagnostics=diagnostics,
+        store=str(distilled.store.root) if distilled.store else None,
+        config=cfg.to_dict(),
+        env={**environment(p.device), "world_size": dist.world_size},
+    )
+
+
+def check_budget_fits(cfg: RunConfig, spec: DatasetSpec, folder: Path, *, free: bool, done: int = 0) -> None:
     """Refuse, with the estimate, a synthetic set larger than the disk holding ``folder`` (its total size, or with
     ``free`` its free space, less the ``done`` images already stored). Estimate: the method's declared budget
     (``Method.budget``) as uint8 images of the data set's size; methods that filter over-generate a little more."""
@@ -300,7 +640,7 @@ def check_budget_fits(cfg: RunConfig, spec: Any, folder: Path, *, free: bool, do
 
 def recorded_protocol(cfg: RunConfig) -> tuple[str, list[str]]:
     """The protocol a run's record states, and how it departs from the one it asked for: a run that changes
-    its protocol's KD recipe or budget (``dfkd.config.protocol_deviations``) is recorded as ``custom``."""
+    its protocol's KD recipe or budget (``dfkd.benchmark.assembly.protocol_deviations``) is recorded as ``custom``."""
     deviations = protocol_deviations(cfg)
     return ("custom" if deviations else cfg.protocol), deviations
 
@@ -316,198 +656,8 @@ def check_writable(folder: str | Path, option: str) -> None:
         raise UserError(f"{option} {str(folder)!r}: {probe} is not writable. Fix: choose a folder you can write")
 
 
-def _run_locked(
-    cfg: RunConfig, p: Prepared, out: Path, reporter: Reporter, force: bool, dist: DistContext
-) -> RunRecord:
-    """``run`` once this job holds the run folder's lock (rank 0): the stages, in order."""
-    from dfkd.distill.trainer import Trainer
-    from dfkd.synthesis.store import SyntheticStore
-
-    record_path = out / "record.json"
-    if dist.broadcast(record_path.is_file()) and not force:
-        record = RunRecord.read(record_path)
-        if dist.is_main:
-            reporter.note(f"{record_path} exists: reporting it (use --force to run again)")
-            _finish(record, record_path, cfg, reporter, repair=True)
-        dist.barrier()
-        return record
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
-    for note in cfg.distill.unusual():
-        reporter.note(f"note: {note}")
-    protocol, deviations = recorded_protocol(cfg)
-    if deviations:
-        reporter.note(
-            f"protocol: {cfg.protocol} asked, recorded as custom ({'; '.join(deviations[:4])}"
-            f"{'; …' if len(deviations) > 4 else ''})"
-        )
-    else:
-        reporter.note(f"protocol: {protocol}")
-
-    if cfg.dg:  # a bad key or missing folder must fail now, not after hours of training
-        from dfkd.benchmark.dg import load_dg_sets
-
-        load_dg_sets(p.spec, cfg.dg)
-    with dist.main_first():  # rank 0 downloads the test set and caches the teacher's accuracy
-        loader = test_loader(p.spec, cfg.data_root, num_workers=cfg.distill.num_workers)
-        with reporter.stage("teacher accuracy", p.teacher_ref.name):
-            t_acc, t_pred = teacher_accuracy(p.teacher, p.teacher_ref, p.spec, loader, p.device)
-    reporter.note(f"teacher {p.teacher_ref.name}: top-1 {t_acc['top1']:.2f}% on {len(loader.dataset)} test images")
-    teacher_file, warning = teacher_provenance(p.teacher_ref, cfg.teacher_train)
-    if warning:
-        reporter.note(f"warning: {warning}")
-
-    synth = p.method.build_synthesizer(p.ctx)
-    distiller = p.method.build_distiller(p.ctx)
-    trainer = Trainer(
-        p.student,
-        distiller,
-        cfg.distill,
-        device=p.device,
-        seed=cfg.seed,
-        test_loader=loader,
-        reference_pred=t_pred.to(p.device),
-        checkpoint_dir=out / "checkpoints",
-        progress=reporter.epoch_line("distill"),
-        dist=dist,
-    )
-
-    store = None
-    if p.method.shape == IN_LOOP:
-        store, result, synthesis_seconds, num_images, extra = _run_in_loop(synth, trainer, p, out, reporter, dist)
-    elif p.method.stores_images():
-        if synth is None:
-            raise RuntimeError(f"{cfg.method} uses a store but built no synthesizer")
-        key = store_key(cfg, p.method, synth, p.teacher_ref, p.student_name)
-        digest = stable_hash(key)
-        with dist.main_first():  # rank 0 creates the manifest
-            store = SyntheticStore.open(
-                stores_dir() / cfg.dataset / cfg.method / digest, config_hash=digest, meta={"key": key}
-            )
-        damaged = store.verify() if store.is_complete and dist.is_main else []  # sizes: one stat per shard
-        if damaged:
-            more = "; …" if len(damaged) > 3 else ""
-            reporter.note(f"synthetic store {store.root} is damaged ({'; '.join(damaged[:3])}{more}): regenerating")
-            store.reopen(damaged)
-        if dist.broadcast(bool(damaged)):
-            store = SyntheticStore.open_existing(store.root)  # every rank sees it incomplete now
-        if not store.is_complete and dist.is_main:
-            check_budget_fits(cfg, p.spec, store.root, free=True, done=store.num_images())
-        synth.attach_store(store)
-        units = synth.plan()
-        train_tf = p.spec.train_transform()
-        finalize_stats: dict[str, float] = {}
-        stats_file = store.root / "finalize.json"
-        if p.method.shape == OFFLINE:
-            with _store_lock(store, dist, reporter):  # one writer per store; a run sharing it waits, then reuses it
-                store = SyntheticStore.open_existing(store.root)  # the process we waited for may have completed it
-                synth.attach_store(store)
-                if store.is_complete:
-                    reporter.note(f"synthetic store cache hit: {store.root} ({store.num_images()} images)")
-                else:
-                    finalize_stats = synthesize_all(synth, units, store, p.teacher, p.spec, p.device, reporter, dist)
-                    if dist.is_main:
-                        stats_file.write_text(json.dumps(finalize_stats))
-                    store = SyntheticStore.open_existing(store.root)  # rank 0 marked it complete
-            dist.barrier()
-            if stats_file.is_file():
-                finalize_stats = json.loads(stats_file.read_text())
-            if finalize_stats.get(f"{cfg.method}/shortfall"):
-                reporter.note(
-                    f"warning: {cfg.method} kept {finalize_stats[f'{cfg.method}/shortfall']:.0f} images fewer than its "
-                    f"budget; per class, with the styles it dropped: {store.root / 'shortfall.json'}"
-                )
-            result = trainer.fit(store.dataset(train_tf))
-        else:
-            if len(units) != cfg.distill.epochs:
-                raise UserError(
-                    f"{cfg.method} is a pool method: one synthesis unit per epoch, but its plan has {len(units)} "
-                    f"units and distill.epochs={cfg.distill.epochs}"
-                )
-            result = trainer.fit(
-                _online_data(synth, units, store, p, train_tf, dist),
-                steps_per_epoch=p.method.kd_steps_per_epoch(),
-            )
-            if dist.is_main:
-                store.mark_complete([u.id for u in units])
-        table = store.read_table(kept_only=False)
-        synthesis_seconds = sum(float(i.get("seconds", 0.0)) for i in store.unit_info().values())
-        num_images = store.num_images(kept_only=True)
-        extra = {**synthetic_set_stats(table), **finalize_stats}
-    else:
-        result = trainer.fit(p.spec.load("train", cfg.data_root))
-        synthesis_seconds, num_images, extra = 0.0, 0, {}
-
-    if not dist.is_main:  # rank 0 evaluates the shifted sets and writes; the others wait for it to finish
-        dist.barrier()
-        return RunRecord.read(record_path)
-    if cfg.dg:
-        from dfkd.benchmark.dg import evaluate_shifted
-
-        with reporter.stage("domain generalisation", ", ".join(cfg.dg)):
-            extra.update(evaluate_shifted(p.student, p.spec, cfg.dg, p.device, num_workers=cfg.distill.num_workers))
-    diagnostics: dict[str, Any] = {}
-    if cfg.diagnose.enabled:
-        from dfkd.benchmark.diagnose import diagnose
-
-        with reporter.stage("diagnose", "precision/recall/density/coverage, histograms, per-class top-1"):
-            found = diagnose(
-                cfg.diagnose,
-                spec=p.spec,
-                teacher=p.teacher,
-                student=p.student,
-                device=p.device,
-                test_set=loader.dataset,
-                teacher_pred=t_pred,
-                store=store,
-                seed=cfg.seed,
-            )
-        extra.update(found.scalars)
-        diagnostics = found.details
-
-    if not all(math.isfinite(v) for v in (result.top1, result.best_top1, result.top5)):
-        raise TrainingDivergedError(
-            f"distillation of {cfg.method} ended without a finite test accuracy (top-1 {result.top1}); "
-            "no record was written. Fix: check distill.epochs and distill.eval_every, then run again"
-        )
-    record = RunRecord(
-        run_id=out.name,
-        method=cfg.method,
-        dataset=cfg.dataset,
-        teacher=p.teacher_ref.name,
-        student=p.student_name,
-        seed=cfg.seed,
-        student_top1=result.top1,
-        student_top1_best=result.best_top1,
-        student_top1_best_epoch=result.best_epoch,
-        student_top5=result.top5,
-        teacher_top1=t_acc["top1"],
-        teacher_student_agreement=result.agreement,
-        num_synthetic_images=num_images,
-        synthesis_seconds=synthesis_seconds,
-        distill_seconds=result.seconds,
-        epochs=cfg.distill.epochs,
-        config_id=config_id_for(cfg),
-        protocol=protocol,
-        protocol_deviations=deviations,
-        distill_precision=str(trainer.autocast or torch.float32).removeprefix("torch."),
-        teacher_file=teacher_file,
-        extra=extra,
-        history=result.history,
-        diagnostics=diagnostics,
-        store=str(store.root) if store else None,
-        config=cfg.to_dict(),
-        env={**environment(p.device), "world_size": dist.world_size},
-    )
-    record.write(record_path)
-    _finish(record, record_path, cfg, reporter)
-    dist.barrier()
-    return record
-
-
 @contextlib.contextmanager
-def _store_lock(store: Any, dist: DistContext, reporter: Reporter) -> Iterator[None]:
+def _store_lock(store: SyntheticStore, dist: DistContext, reporter: Reporter) -> Iterator[None]:
     """Rank 0 holds the store's file lock (the other ranks follow it through the barrier)."""
     with contextlib.ExitStack() as held:
         if dist.is_main:
@@ -550,56 +700,6 @@ def synthetic_set_stats(table: dict[str, Any]) -> dict[str, float]:
         stats["synthetic/teacher_energy_mean"] = table["teacher_energy"][kept].mean().item()
         stats["synthetic/teacher_confidence_mean"] = table["teacher_confidence"][kept].mean().item()
     return stats
-
-
-def _run_in_loop(
-    synth: Synthesizer | None, trainer: Any, p: Prepared, out: Path, reporter: Reporter, dist: DistContext
-) -> tuple[Any, Any, float, int, dict[str, float]]:
-    """Shape ``in_loop``: distil with the generator in the loop (its state checkpointed with the student), then store
-    a seeded sample of the final generator in the run folder for the diagnose stage and the report."""
-    from dfkd.synthesis.store import SyntheticStore
-
-    if not isinstance(synth, InLoopSynthesizer):
-        raise RuntimeError(f"{p.cfg.method} has shape in_loop but its synthesizer is not an InLoopSynthesizer")
-    if dist.enabled:
-        raise UserError(
-            f"{p.cfg.method} trains a generator in the loop, which runs on one process for now; run it without "
-            "torchrun (one GPU is plenty for these generators)"
-        )
-    steps = p.method.config.steps_per_epoch
-    result = trainer.fit_in_loop(synth, steps_per_epoch=steps)
-    sample = SyntheticStore.open(out / "generator-sample", config_hash=out.name, meta={"what": "final generator"})
-    if not sample.is_complete:
-        synthesize_all(synth, synth.plan(), sample, p.teacher, p.spec, p.device, reporter, dist)
-    sample = SyntheticStore.open_existing(sample.root)
-    seen = steps * p.cfg.distill.epochs * p.cfg.distill.batch_size
-    extra = {
-        **synthetic_set_stats(sample.read_table(kept_only=False)),
-        "in_loop/images_seen": float(seen),
-        "in_loop/generator_seconds": synth.seconds,
-    }
-    return sample, result, synth.seconds, seen, extra
-
-
-def _online_data(
-    synth: Synthesizer,
-    units: list[SynthesisUnit],
-    store: Any,
-    p: Prepared,
-    transform: Callable,
-    dist: DistContext = SINGLE,
-) -> Callable[[int], Any]:
-    """For online methods: at the start of epoch e, generate unit e (if not stored) with the current student
-    (rank 0 generates it; every rank holds the same student under DDP, and all read the stored unit)."""
-
-    def data_for_epoch(epoch: int) -> Any:
-        unit = units[epoch]
-        with dist.main_first():
-            if dist.is_main and not store.has_unit(unit.id):
-                generate_unit(synth, unit, store, p.teacher, p.spec, p.device, student=p.student)
-        return store.dataset(transform)
-
-    return data_for_epoch
 
 
 def update_leaderboard(output_dir: str | Path, dataset: str, reporter: Reporter | None = None) -> list[Path]:

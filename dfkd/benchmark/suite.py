@@ -39,7 +39,8 @@ from typing import Any
 
 import yaml
 
-from dfkd.config import RunConfig, merge, nest, resolve_run_config
+from dfkd.benchmark.assembly import resolve_run_config
+from dfkd.config import RunConfig, merge, nest
 from dfkd.errors import ConfigError, UserError
 
 AXES = ("dataset", "pair", "teacher", "student", "protocol", "method", "seed")

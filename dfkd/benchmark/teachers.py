@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dfkd.config import DistillConfig, to_plain
+from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError
 from dfkd.paths import teachers_dir
 
@@ -61,7 +62,7 @@ def _is_zoo(name: str) -> bool:
     return name.startswith(("timm/", "torchvision/"))
 
 
-def resolve_teacher(teacher: str | None, teacher_arch: str | None, spec: Any) -> TeacherRef:
+def resolve_teacher(teacher: str | None, teacher_arch: str | None, spec: DatasetSpec) -> TeacherRef:
     """Turn the user's ``--teacher`` into a :class:`TeacherRef` (nothing loaded yet)."""
     teacher = teacher or spec.default_teacher
     if _is_zoo(teacher):
@@ -127,7 +128,7 @@ def teacher_provenance(ref: TeacherRef, recipe: DistillConfig | None) -> tuple[d
 
 def build_teacher(
     ref: TeacherRef,
-    spec: Any,
+    spec: DatasetSpec,
     device: torch.device,
     *,
     train_if_missing: bool | None = None,
@@ -163,7 +164,7 @@ def build_teacher(
 
 
 def train_teacher(
-    spec: Any,
+    spec: DatasetSpec,
     arch: str,
     recipe: DistillConfig,
     out_path: str | Path,
@@ -212,12 +213,12 @@ def train_teacher(
     return out_path
 
 
-def test_loader(spec: Any, data_root: str | None, batch_size: int = 256, num_workers: int = 0) -> DataLoader:
+def test_loader(spec: DatasetSpec, data_root: str | None, batch_size: int = 256, num_workers: int = 0) -> DataLoader:
     return DataLoader(spec.load("test", data_root), batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
 def teacher_accuracy(
-    model: nn.Module, ref: TeacherRef, spec: Any, loader: DataLoader, device: torch.device
+    model: nn.Module, ref: TeacherRef, spec: DatasetSpec, loader: DataLoader, device: torch.device
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Top-1/top-5 of the teacher on the real test set and its predictions, cached per checkpoint digest."""
     from dfkd.distill.trainer import evaluate

@@ -32,7 +32,7 @@ def add_config_options(p: argparse.ArgumentParser, *, method_default: str | None
 
 
 def resolve(args: argparse.Namespace, **extra_flags: Any):
-    from dfkd.config import resolve_run_config
+    from dfkd.benchmark.assembly import resolve_run_config
 
     flags = {
         "teacher": args.teacher,

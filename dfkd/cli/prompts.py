@@ -62,7 +62,7 @@ def resolve_prompt_config(args: argparse.Namespace) -> Any:
 
     if args.method is None and not args.config_file:
         return prompt_config_from_sets(args.sets)
-    from dfkd.config import resolve_run_config
+    from dfkd.benchmark.assembly import resolve_run_config
 
     run = resolve_run_config(
         method=args.method or "prism", dataset=args.dataset, config_file=args.config_file, sets=args.sets

@@ -37,9 +37,9 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from dfkd.benchmark.assembly import resolve_run_config
     from dfkd.benchmark.progress import Reporter
     from dfkd.benchmark.teachers import build_teacher, resolve_teacher, teacher_accuracy, test_loader, train_teacher
-    from dfkd.config import resolve_run_config
     from dfkd.datasets import get_dataset
     from dfkd.distributed import resolve_device
 

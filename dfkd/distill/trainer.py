@@ -358,12 +358,15 @@ class Trainer:
             global_step = epoch * steps + step
             if step % source.kd_steps == 0:
                 with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                    glogs = source.update(self.model, global_step)  # the source sets the student's mode itself
+                    # the student itself, not its DDP wrapper: the generator step must not all-reduce the student's
+                    # gradients (they are discarded); the source sets the student's mode itself
+                    glogs = source.update(self.student, global_step)
                 n_gen += 1
                 _accumulate(sums, {f"gen/{k}": v for k, v in glogs.items()})
             self.model.train()
             with torch.no_grad():
-                x, y = source.sample(self.cfg.batch_size, global_step)  # (B, C, H, W) normalised, (B,)
+                # the global batch's images for this rank: (B/W, C, H, W) normalised, (B/W,)
+                x, y = source.sample(self.cfg.batch_size, global_step)
             loss, logs = self._step(x, y)
             _accumulate(sums, {"loss": loss, **logs})
         means = {k: float(v) / max(1, n_gen if k.startswith("gen/") else steps) for k, v in sums.items()}
@@ -402,6 +405,9 @@ class Trainer:
                     "inputs; no record was written. Fix: lower distill.lr (or teacher_train.lr) and run again"
                 )
             self.scheduler.step()
+            # the BN running statistics each rank updated on its slice → rank 0's, so every rank evaluates, and a
+            # resume restarts from, the student the checkpoint holds
+            self.dist.broadcast_buffers(self.student)
             last = epoch == self.cfg.epochs - 1
             if self.test_loader is not None and ((epoch + 1) % self.cfg.eval_every == 0 or last):
                 ev = evaluate(self.student, self.test_loader, self.device, self.reference_pred, self.dist)

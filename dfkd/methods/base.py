@@ -35,7 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from dfkd.config import DistillConfig, from_dict
+from dfkd.datasets.base import DatasetSpec
 from dfkd.distill.losses import Distiller, KDDistiller, kd_kl
+from dfkd.distributed import SINGLE, DistContext
+from dfkd.synthesis.store import SyntheticStore
 from dfkd.synthesis.units import SynthesisUnit, balanced_units, unit_seed
 
 # the interfaces a method implements, in one place (units and KD losses live in the layers below and are re-exported)
@@ -90,11 +93,12 @@ class BuildContext:
 
     teacher: nn.Module  # frozen, eval mode, on device
     student: nn.Module  # the model being distilled (online methods may query it)
-    spec: Any  # dfkd.datasets.DatasetSpec
+    spec: DatasetSpec
     device: torch.device
     seed: int
     distill: DistillConfig
     data_root: str | None = None
+    dist: DistContext = SINGLE  # this process's place in a torchrun job (in-loop generators keep in sync over it)
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,8 @@ def offline_kd_steps(images: int, distill: DistillConfig) -> int:
 
 
 class Synthesizer(ABC):
-    """Turns units into images. Stateless across units (state lives in the store and the student)."""
+    """Turns units into images. Units are independent unless ``units_independent`` says otherwise; whatever a
+    synthesizer learns across units or steps is its ``state_dict`` (checkpointed by the runner, see there)."""
 
     @abstractmethod
     def plan(self) -> list[SynthesisUnit]:
@@ -128,7 +133,7 @@ class Synthesizer(ABC):
         """What beyond the method config determines the images (e.g. the generator's weights)."""
         return {}
 
-    def finalize(self, store: Any) -> dict[str, float]:
+    def finalize(self, store: SyntheticStore) -> dict[str, float]:
         """Called once every unit is stored, before the store is marked complete (e.g. class-level filters).
 
         Must be idempotent: a run interrupted here calls it again on resume. Returns scalars for the record; a
@@ -136,13 +141,15 @@ class Synthesizer(ABC):
         """
         return {}
 
-    def attach_store(self, store: Any) -> None:
+    def attach_store(self, store: SyntheticStore) -> None:
         """Called by the runner before synthesis; methods that read earlier units (online adversaries) keep it."""
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        """What the synthesizer learns during a run (generator weights, its optimiser, memory); saved in the
-        student's checkpoint every epoch. Stateless synthesizers (offline, pool) return {}."""
+        """What the synthesizer learns during a run (generator weights, its optimiser, memory, an online adversary).
+        In-loop synthesizers: saved in the student's checkpoint every epoch. Synthesizers whose units depend on
+        earlier units (``units_independent`` False): saved in the store before each unit's shard. Stateless
+        synthesizers return {}."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -172,7 +179,9 @@ class InLoopSynthesizer(Synthesizer):
     @abstractmethod
     def sample(self, batch_size: int, step: int) -> tuple[Tensor, Tensor]:
         """A fresh batch for student step ``step``: normalised images (B, C, S, S) on the device and labels (B,),
-        −1 where the method has no target class for an image (allowed only when ``distill.ce_weight`` is 0)."""
+        −1 where the method has no target class for an image (allowed only when ``distill.ce_weight`` is 0).
+        ``batch_size`` is the global batch: under ``torchrun`` (``BuildContext.dist``) return this rank's slice of
+        it, (B/W, C, S, S), so the ranks' slices together are the single-process batch."""
 
     @abstractmethod
     def update(self, student: nn.Module, step: int) -> dict[str, float]:

@@ -43,6 +43,7 @@ from dfkd.errors import ConfigError
 from dfkd.methods.base import (
     Budget,
     BuildContext,
+    KDDistiller,
     Method,
     MethodCard,
     SynthesisOutput,
@@ -53,6 +54,7 @@ from dfkd.methods.base import (
 from dfkd.synthesis.diffusion import GeneratorConfig
 from dfkd.synthesis.losses import BNStatistics, adversarial_disagreement, resize_for_teacher
 from dfkd.synthesis.sampling import get_backend, teacher_view, trajectory_units
+from dfkd.synthesis.store import SyntheticStore
 
 
 def latent_cutmix(
@@ -104,6 +106,23 @@ def guided_update(z: Tensor, grad_fn, *, step_size: float = 1.0) -> tuple[Tensor
     return (z - step_size * grad).detach(), {**logs, "loss": float(loss.detach())}
 
 
+# The online adversary's KD recipe per training session (shared/spec/diffdfkd.md "Online student"; the released
+# sessions train 20 epochs): KL at T 30, SGD 0.1 momentum 0.9, wd 5e-4, batch 256, 5 warm-up epochs, cosine to 2e-4.
+ONLINE_RECIPE = DistillConfig(
+    epochs=20,
+    batch_size=256,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="cosine",
+    min_lr=2e-4,
+    warmup_epochs=5,
+    temperature=30.0,
+    kd_weight=1.0,
+    ce_weight=0.0,
+)
+
+
 class DiffDFKD(Method):
     @dataclass(frozen=True)
     class Config:
@@ -123,8 +142,8 @@ class DiffDFKD(Method):
         keep_intermediate: bool = True  # keep the x̂0 decodes at the N//5 cadence (4) besides the final (1)
         trajectories_per_class: int = 100  # trajectories per class ("100 per class" in the released scripts)
         batch_size: int = 8  # trajectories per batch, all of one class (≥ 2; CutMix and L_bn need it)
-        online_every: int = 10  # online student: train it every N rounds on all images so far
-        online_epochs: int = 10  # online student: epochs per training session (not given by the paper)
+        online_every: int = 10  # online student: train it every N rounds on all images so far (released: 10)
+        online: DistillConfig = ONLINE_RECIPE  # the online student's KD recipe per session (spec; released code)
 
     card = MethodCard(
         title="Data-free Knowledge Distillation with Diffusion Models",
@@ -155,6 +174,7 @@ class DiffDFKD(Method):
             raise ConfigError("diffdfkd.trajectories_per_class must be ≥ 2 (batches hold ≥ 2 latents of one class)")
         if c.num_steps < 2:
             raise ConfigError("diffdfkd.num_steps must be ≥ 2")
+        c.online.validate("diffdfkd.online.")
 
     def build_synthesizer(self, ctx: BuildContext) -> Synthesizer:
         return DiffDFKDSynthesizer(self.config, ctx)
@@ -170,7 +190,7 @@ class DiffDFKD(Method):
         cls, config: Any, images_per_class: int, num_classes: int, distill: DistillConfig
     ) -> dict[str, Any]:
         # a budget that is not a whole number of trajectories rounds up; the run then spends more than the protocol's
-        # budget and is recorded as custom, with the difference (dfkd.config.protocol_deviations)
+        # budget and is recorded as custom, with the difference (dfkd.benchmark.assembly.protocol_deviations)
         return {"trajectories_per_class": max(2, math.ceil(images_per_class / kept_per_trajectory(config)))}
 
 
@@ -195,9 +215,9 @@ class DiffDFKDSynthesizer(Synthesizer):
         self.spec = ctx.spec
         self.device = ctx.device
         self.backend = get_backend(cfg.generator, ctx.device)
-        self.store = None
-        self._online_student: nn.Module | None = None
-        self._online_round = -1
+        self.store: SyntheticStore | None = None
+        self._online_student: nn.Module | None = None  # the adversary of the latest session (state_dict)
+        self._online_round = -1  # the unit index that session was trained for
         self._initial_student = copy.deepcopy(ctx.student).cpu() if cfg.adv_weight > 0 else None
 
     # -- plan ---------------------------------------------------------------------------------
@@ -216,8 +236,22 @@ class DiffDFKDSynthesizer(Synthesizer):
     def identity(self) -> dict[str, Any]:
         return {"backend": self.backend.identity(), "input_size": self.spec.input_size}
 
-    def attach_store(self, store: Any) -> None:
+    def attach_store(self, store: SyntheticStore) -> None:
         self.store = store
+
+    # -- state: the online adversary (saved by the runner in the store before each unit's shard) -------
+    def state_dict(self) -> dict[str, Any]:
+        if self.cfg.adv_weight <= 0:
+            return {}
+        student = self._online_student.state_dict() if self._online_student is not None else None
+        return {"round": self._online_round, "student": student}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or state.get("student") is None:
+            return
+        student = copy.deepcopy(self._initial_student).to(self.device)
+        student.load_state_dict(state["student"])
+        self._online_student, self._online_round = student.eval(), int(state["round"])
 
     @property
     def units_independent(self) -> bool:
@@ -326,9 +360,11 @@ class DiffDFKDSynthesizer(Synthesizer):
     def _adversary(self, unit: SynthesisUnit) -> nn.Module | None:
         """The online student L_adv disagrees with, or None while adv is off or warming up.
 
-        Every ``online_every`` rounds (units, in plan order) it is trained on all images stored so far
-        with the spec's recipe (KL at T = 30, SGD 0.1, wd 5e-4, batch 256, 5 warm-up epochs, cosine to
-        2e-4) and checkpointed in the store, so a resumed synthesis uses the same adversary.
+        Every ``online_every`` rounds (units, in plan order) it is trained, warm-started from the previous
+        session, on the images of the units before that round with ``cfg.online`` (the spec's recipe). It is
+        part of :meth:`state_dict`, which the runner saves in the store before each unit's shard, so a resumed
+        synthesis continues with the same adversary; and since a session trains on exactly the units before its
+        round, one retrained after a kill is the one an uninterrupted run trained.
         """
         cfg = self.cfg
         if cfg.adv_weight <= 0 or unit.index < cfg.adv_warmup_rounds:
@@ -343,32 +379,14 @@ class DiffDFKDSynthesizer(Synthesizer):
 
     def _train_online_student(self, session: int) -> nn.Module:
         from dfkd.distill.trainer import Trainer
-        from dfkd.methods.base import KDDistiller
 
-        path = self.store.root / "online_student" / f"round{session:06d}.pt"
         student = copy.deepcopy(self._initial_student).to(self.device)
-        if path.is_file():
-            student.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
-            return student.eval()
-        previous = sorted(path.parent.glob("round*.pt")) if path.parent.is_dir() else []
-        if previous:  # warm start from the last session
-            student.load_state_dict(torch.load(previous[-1], map_location=self.device, weights_only=True))
-        recipe = DistillConfig(
-            epochs=max(self.cfg.online_epochs, 1),
-            batch_size=256,
-            lr=0.1,
-            weight_decay=5e-4,
-            schedule="cosine",
-            min_lr=2e-4,
-            warmup_epochs=min(5, self.cfg.online_epochs - 1),
-            temperature=30.0,
-        )
-        data = self.store.dataset(self.spec.train_transform())
+        if self._online_student is not None:  # warm start from the last session
+            student.load_state_dict(self._online_student.state_dict())
+        before = {u.id for u in self.plan() if u.index < session}
+        data = self.store.dataset(self.spec.train_transform(), units=before)
+        recipe = self.cfg.online
         Trainer(student, KDDistiller(self.teacher, recipe), recipe, device=self.device, seed=session).fit(
             data, resume=False
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(student.state_dict(), tmp)
-        tmp.replace(path)
         return student.eval()

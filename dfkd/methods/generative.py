@@ -10,6 +10,15 @@ frozen; its parameters receive no update and its BN buffers are untouched (eval 
 Every latent is drawn from its own seed (run seed, step, what for), so a step's batch does not depend on how the
 run got there, and the synthesizer's state (generator, optimiser, seconds) is checkpointed with the student:
 a resumed run ends with the same student and generator as an uninterrupted one.
+
+Several processes (``torchrun``): one generator, kept in sync by ``DistributedDataParallel``. Every rank starts
+from the same weights (seeded by the run seed; DDP also broadcasts rank 0's), draws the *global* latent batch of a
+step from its seed and takes its own slice (rank r: rows r·B/W … (r+1)·B/W), so the union of the ranks' batches is
+the single-process batch; the generator's gradients are averaged over ranks, so every rank applies the same Adam
+step. Rank-seeded generators were the alternative; they would train W different generators, a different method.
+What stays per rank: batch-level terms (BatchNorm batch statistics in the generator, the teacher's BN-statistics
+loss, DAFL's/DFQ's class balance) are computed on each rank's slice and then averaged, as the student's BN is
+under DDP without ``sync_bn``; on CUDA the generator's BatchNorm is converted to ``SyncBatchNorm``.
 """
 
 from __future__ import annotations
@@ -107,38 +116,61 @@ class GenerativeSynthesizer(InLoopSynthesizer):
         self.needs_student, self.needs_bn, self.needs_features = needs_student, needs_bn, needs_features
         self.kd_steps = cfg.kd_steps
         self.seconds = 0.0
+        self.dist = ctx.dist
         with torch.random.fork_rng(devices=[]):  # the generator's initial weights from the run seed alone
             torch.manual_seed(unit_seed(ctx.seed, "generator-init"))
             self.generator = ConvGenerator(cfg.generator, cfg.nz, ctx.spec.input_size, cfg.ngf).to(ctx.device)
+        self.train_model: nn.Module = self.generator  # what the generator step calls: the generator or its DDP wrapper
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            batch = cfg.synthesis_batch_size or ctx.distill.batch_size
+            if batch % self.dist.world_size:
+                raise ConfigError(
+                    f"synthesis_batch_size {batch} is the global generator batch and must divide over "
+                    f"{self.dist.world_size} processes: pick a multiple of {self.dist.world_size}"
+                )
+            if ctx.device.type == "cuda":
+                self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+            self.train_model = DistributedDataParallel(
+                self.generator, device_ids=[ctx.device] if ctx.device.type == "cuda" else None
+            )
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas_g))
 
     # -- images ---------------------------------------------------------------------------------
-    def _generate(self, batch: int, seed: int) -> Tensor:
-        """Normalised images (B, 3, S, S) of the generator in its current mode, from the latent of ``seed``."""
-        x = self.generator(latent(batch, self.cfg.nz, seed, self.device))
+    def _generate(self, batch: int, seed: int, model: nn.Module | None = None, *, shard: bool = False) -> Tensor:
+        """Normalised images (B, 3, S, S) of the generator in its current mode, from the latent of ``seed``; with
+        ``shard`` this rank's slice (B/W, 3, S, S) of the global batch ``batch``."""
+        z = latent(batch, self.cfg.nz, seed, self.device)  # (B, nz): the same global batch on every rank
+        if shard and self.dist.enabled:
+            per_rank = batch // self.dist.world_size
+            z = z[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]  # (B/W, nz)
+        x = (model or self.generator)(z)
         return x if self.generator.normalised else self.spec.normalize(x)
 
     def sample(self, batch_size: int, step: int) -> tuple[Tensor, Tensor]:
         t0 = time.perf_counter()
         self.generator.eval()  # CMI pack: samples from the generator's BN running statistics
         with torch.no_grad():
-            x = self._generate(batch_size, unit_seed(self.ctx.seed, f"sample-{step}"))  # (B, 3, S, S)
+            x = self._generate(batch_size, unit_seed(self.ctx.seed, f"sample-{step}"), shard=True)  # (B/W, 3, S, S)
             if self.ctx.distill.ce_weight > 0:  # a CE term needs targets: the teacher's classes
                 labels = self.teacher(x).argmax(1)  # (B,)
             else:  # the KD loss reads the teacher's logits only: no target class, and no second teacher pass
-                labels = torch.full((batch_size,), -1, dtype=torch.long, device=x.device)  # (B,)
+                labels = torch.full((len(x),), -1, dtype=torch.long, device=x.device)  # (B/W,)
         self.seconds += time.perf_counter() - t0
         return x.detach(), labels
 
     def update(self, student: nn.Module, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
         was_training = student.training
+        self.dist.broadcast_buffers(student)  # under torchrun every rank's step sees the same student (rank 0's)
         student.eval()  # CMI pack: the adversarial term sees the student's running statistics
         self.generator.train()
         batch = self.cfg.synthesis_batch_size or self.ctx.distill.batch_size
         logs: dict[str, float] = {}
         for g in range(self.cfg.g_steps):
-            x = self._generate(batch, unit_seed(self.ctx.seed, f"update-{step}-{g}"))  # (B, 3, S, S)
+            seed = unit_seed(self.ctx.seed, f"update-{step}-{g}")
+            x = self._generate(batch, seed, self.train_model, shard=True)  # (B/W, 3, S, S), rank's slice
             with (
                 BNStatistics(self.teacher) if self.needs_bn else contextlib.nullcontext() as bn,
                 PenultimateFeatures(self.teacher) if self.needs_features else contextlib.nullcontext() as feats,
@@ -156,9 +188,21 @@ class GenerativeSynthesizer(InLoopSynthesizer):
             loss.backward()
             self.optimizer.step()
             student.zero_grad(set_to_none=True)  # the student's grads from L_adv are not the student's to use
+        self._average_buffers()
         student.train(was_training)
         self.seconds += time.perf_counter() - t0
         return {**logs, "loss": float(loss.detach())}
+
+    def _average_buffers(self) -> None:
+        """Under torchrun: the generator's BN running statistics, which each rank updated on its own slice, averaged
+        over the ranks (the running means become exactly those of the global batch), so every rank samples from the
+        same generator and the checkpoint (rank 0's) is every rank's state: a resume is exact on every rank."""
+        if not self.dist.enabled:
+            return
+        for buf in self.generator.buffers():
+            if buf.is_floating_point():
+                torch.distributed.all_reduce(buf)
+                buf.div_(self.dist.world_size)
 
     # -- a seeded sample of the final generator, stored for the diagnose stage and the report --------------
     def plan(self) -> list[SynthesisUnit]:

@@ -38,6 +38,7 @@ from dfkd.metrics.energy import free_energy
 from dfkd.synthesis.diffusion import GeneratorConfig
 from dfkd.synthesis.losses import BNStatistics, resize_for_teacher
 from dfkd.synthesis.sampling import get_backend, teacher_view, trajectory_units
+from dfkd.synthesis.store import SyntheticStore
 
 
 def _ddim_generator() -> GeneratorConfig:
@@ -222,7 +223,7 @@ class PRISMSynthesizer(Synthesizer):
         )
 
     # -- EDA filter -----------------------------------------------------------------------------------
-    def finalize(self, store: Any) -> dict[str, float]:
+    def finalize(self, store: SyntheticStore) -> dict[str, float]:
         """Keep, per class, the ``images_per_class`` lowest-energy images among the eligible ones.
 
         Energies come from the teacher's logits on the images as stored (the runner scores every image);

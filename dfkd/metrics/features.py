@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError
 
 Extractor = Callable[[Tensor], Tensor]
@@ -26,7 +26,7 @@ Extractor = Callable[[Tensor], Tensor]
 _OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-def teacher_extractor(teacher: nn.Module, spec: Any, device: torch.device) -> Extractor:
+def teacher_extractor(teacher: nn.Module, spec: DatasetSpec, device: torch.device) -> Extractor:
     """Penultimate features of ``teacher`` (the layer before its classifier), float32 (B, D)."""
 
     @torch.no_grad()

@@ -20,9 +20,10 @@ from typing import Any
 from torch import nn
 
 from dfkd.errors import UnknownNameError, UserError
+from dfkd.models.stages import stage_modules
 from dfkd.registry import MODELS
 
-__all__ = ["ZOO_PREFIXES", "create_model", "list_models"]
+__all__ = ["ZOO_PREFIXES", "create_model", "list_models", "stage_modules"]
 
 ZOO_PREFIXES = ("timm/", "torchvision/")  # names routed to dfkd.models.zoo
 

@@ -12,6 +12,8 @@ as one shard. Layout of a store folder::
         <unit>.pt                    # one finished unit: torch.save({"schema_version", "unit", "images", "table"})
         .<unit>.<pid>-<token>.tmp    # a shard being written, or left behind by a crash; never read
       info/<unit>.json               # how the unit was made (seconds, rank, host): not content, not in the shard
+      synthesizer-state.pt           # only for units that depend on earlier ones (an online adversary): the
+                                     # synthesizer's state_dict() after the last unit written (save_state)
 
 ``images`` is uint8 (N, C, H, W), the same (C, H, W) for every unit; ``table`` maps column names to tensors
 with first dim N or lists of N str/int/float: ``label`` (int64, required), ``kept`` (bool, all True when not
@@ -271,6 +273,32 @@ class SyntheticStore:
             (self.root / INFO_DIR).mkdir(exist_ok=True)
             _atomic_write_text(self.root / INFO_DIR / f"{unit_id}.json", _dump_json(dict(info)))
 
+    # -- the synthesizer's state (units that depend on earlier units, e.g. an online adversary) -------------
+    @property
+    def state_path(self) -> Path:
+        return self.root / "synthesizer-state.pt"
+
+    def save_state(self, state: Mapping[str, Any]) -> None:
+        """Write ``Synthesizer.state_dict()`` atomically (temporary file, fsync, ``os.replace``): the state after
+        the last unit written, which a resumed synthesis loads before generating the next one."""
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(dict(state), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The state :meth:`save_state` wrote, or None when there is none yet."""
+        if not self.state_path.is_file():
+            return None
+        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+
     def unit_info(self) -> dict[str, dict[str, Any]]:
         """``{unit: info}`` for the units written with an ``info`` (see ``write_unit``)."""
         folder = self.root / INFO_DIR
@@ -411,13 +439,20 @@ class SyntheticStore:
             pos += imgs.shape[0]
         return out
 
-    def dataset(self, transform: Callable[[Tensor], Any] | None = None, kept_only: bool = True) -> StoreDataset:
+    def dataset(
+        self,
+        transform: Callable[[Tensor], Any] | None = None,
+        kept_only: bool = True,
+        units: Collection[str] | None = None,
+    ) -> StoreDataset:
         """A map-style dataset of ``(x, label, index)`` over memory-mapped shards.
 
         ``x`` is ``transform(img)`` for the uint8 (C, H, W) image, or the image itself; ``index`` is the
-        position in ``read_table(kept_only)`` order. Safe with DataLoader workers (each maps shards itself).
+        position in ``read_table(kept_only)`` order (with ``units``, in the order of the units kept). Safe with
+        DataLoader workers (each maps shards itself). ``units``: only these stored units (e.g. the units before
+        a given one, so that what an online adversary trains on does not depend on when a run was resumed).
         """
-        units = self.units()
+        units = [u for u in self.units() if units is None or u in units]
         unit_of, local, labels = [], [], []
         for i, unit in enumerate(units):
             tbl = self._load(unit)["table"]
