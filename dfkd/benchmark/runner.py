@@ -445,7 +445,7 @@ def distil_pool(
         with dist.main_first():  # rank 0 generates it (every rank holds the same student), all read it
             if dist.is_main and not store.has_unit(unit.id):
                 generate_unit(synth, unit, store, p.teacher, p.spec, p.device, student=p.student)
-        return store.dataset(transform)
+        return store.dataset(transform, units={u.id for u in units[: epoch + 1]})  # the pool so far, not the store
 
     result = trainer.fit(pool_for_epoch, steps_per_epoch=p.method.kd_steps_per_epoch())
     if dist.is_main:
