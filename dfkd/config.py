@@ -14,7 +14,6 @@ errors that name the valid ones. The resolved config is saved with the run as ``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from dfkd.errors import ConfigError
+from dfkd.errors import ConfigError, did_you_mean
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -162,8 +161,7 @@ def check_choices(obj: Any, prefix: str, **choices: tuple[str, ...]) -> None:
     for name, allowed in choices.items():
         value = getattr(obj, name)
         if value not in allowed:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(value), allowed)
             raise ConfigError(f"{prefix}{name} must be one of {', '.join(allowed)}, got {value!r}.{hint}")
 
 
@@ -265,9 +263,7 @@ def semantic(obj: Any) -> Any:
 
 def _unknown_key(key: str, valid: Iterable[str], where: str) -> ConfigError:
     valid = sorted(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"Unknown config key {where}{key!r}.{hint} Valid keys: {', '.join(valid)}")
+    return ConfigError(f"Unknown config key {where}{key!r}.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
+
+TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<pid>-<token>.tmp" beside the file they become
 
 
 def cache_dir() -> Path:
@@ -69,3 +74,64 @@ def existing_ancestor(path: str | os.PathLike[str]) -> Path:
     while not probe.exists():
         probe = probe.parent
     return probe
+
+
+# -- atomic writes: the one implementation -------------------------------------------------------------------------
+def tmp_path_for(path: str | os.PathLike[str], stem: str | None = None) -> Path:
+    """A fresh temporary name beside ``path``: ``.<stem or name>.<pid>-<token>.tmp`` (hidden, unique per writer)."""
+    path = Path(path)
+    return path.with_name(f".{stem or path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename in folder ``path`` durable (POSIX; a no-op elsewhere or where the file system refuses)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_writer(
+    path: str | os.PathLike[str], mode: str = "wb", *, durable: bool = False, tmp_stem: str | None = None
+) -> Iterator[IO[Any]]:
+    """Write ``path`` all or nothing: the block writes a temporary file beside it, which then replaces ``path``
+    (``os.replace`` is atomic), so a reader never sees half a file and a crash leaves the old one (or none). On any
+    error the temporary file is removed. ``durable``: flush and fsync the file and its folder, so the new file also
+    survives a power cut (records, checkpoints, store shards). Parent folders are created. ``mode``: "wb" or "w"
+    (UTF-8)::
+
+        with atomic_writer(path, durable=True) as f:
+            torch.save(state, f)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(path, tmp_stem)
+    try:
+        with open(tmp, mode.replace("w", "x"), **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, durable: bool = False) -> Path:
+    """``path.write_text(text)`` done with :func:`atomic_writer`."""
+    with atomic_writer(path, "w", durable=durable) as f:
+        f.write(text)
+    return Path(path)

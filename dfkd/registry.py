@@ -17,7 +17,6 @@ Usage::
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
-from dfkd.errors import UnknownNameError, UserError
+from dfkd.errors import UnknownNameError, UserError, did_you_mean
 
 T = TypeVar("T")
 
@@ -117,9 +116,7 @@ class Registry(Generic[T]):
 
     # -- internals ------------------------------------------------------------------------------
     def _unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.6)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        return f"Unknown {self.kind} {name!r}.{hint} Run `bench ls {self.plural}`."
+        return f"Unknown {self.kind} {name!r}.{did_you_mean(name, self._entries, n=3)} Run `bench ls {self.plural}`."
 
     @staticmethod
     def _describe(entry: _Entry) -> str:

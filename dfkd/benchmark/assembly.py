@@ -9,7 +9,6 @@ of the package above it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from dfkd.config import (
     semantic,
 )
 from dfkd.datasets import get_dataset
-from dfkd.errors import ConfigError
+from dfkd.errors import ConfigError, did_you_mean
 from dfkd.methods import get_method_class, list_methods
 
 
@@ -111,8 +110,7 @@ def resolve_run_config(
     spec = get_dataset(dataset)  # unknown data set → did-you-mean, before anything else
     protocol = top.get("protocol") or preset_protocol(dataset) or defaults.protocol
     if protocol not in PROTOCOLS:
-        close = difflib.get_close_matches(str(protocol), list(PROTOCOLS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(protocol), PROTOCOLS)
         raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.{hint}")
     method = method or top.get("method") or load_preset(dataset, "").tree.get("method") or defaults.method
     method_cls = get_method_class(method)

@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dfkd.paths import atomic_write_text
+
 SCHEMA_VERSION = 1
 PACKAGES = ("dfkd-bench", "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "timm", "numpy")
 
@@ -61,16 +63,8 @@ class RunRecord:
         return dataclasses.asdict(self)
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary file behind
-            raise
-        return path
+        # all or nothing, and durable: a full disk leaves no half-written record nor temporary file behind
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n", durable=True)
 
     @classmethod
     def read(cls, path: str | Path) -> RunRecord:

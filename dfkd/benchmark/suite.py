@@ -30,7 +30,6 @@ run again does only what is missing, and ``bench leaderboard --runs OUTPUT_DIR``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -41,7 +40,7 @@ import yaml
 
 from dfkd.benchmark.assembly import resolve_run_config
 from dfkd.config import RunConfig, merge, nest
-from dfkd.errors import ConfigError, UserError
+from dfkd.errors import ConfigError, UserError, did_you_mean
 
 AXES = ("dataset", "pair", "teacher", "student", "protocol", "method", "seed")
 TOP_KEYS = ("name", "description", "output_dir", "grid", "set", "cells", "exclude")
@@ -118,10 +117,9 @@ def find_suite(name_or_path: str) -> Path:
     shipped = builtin_suites()
     if name_or_path in shipped:
         return shipped[name_or_path]
-    close = difflib.get_close_matches(name_or_path, list(shipped), n=3, cutoff=0.6)
-    hint = f". Did you mean: {', '.join(close)}?" if close else "."
+    hint = did_you_mean(name_or_path, shipped, n=3)
     raise UserError(
-        f"No suite file {name_or_path!r}{hint} Pass a YAML path or a shipped suite ({', '.join(sorted(shipped))}; "
+        f"No suite file {name_or_path!r}.{hint} Pass a YAML path or a shipped suite ({', '.join(sorted(shipped))}; "
         "`bench suite ls`)"
     )
 

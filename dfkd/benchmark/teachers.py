@@ -17,7 +17,6 @@ cached beside it in ``<checkpoint>.eval.json``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch.utils.data import DataLoader
 from dfkd.config import DistillConfig, to_plain
 from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError
-from dfkd.paths import teachers_dir
+from dfkd.paths import atomic_write_text, teachers_dir
 
 BUNDLE_HELP = (
     "get the community teacher bundle (CMI / Fast-Datafree 'pretrained' checkpoints, e.g. cifar10_resnet34.pth) "
@@ -237,7 +236,5 @@ def teacher_accuracy(
     ev = evaluate(model, loader, device)
     data = {"key": key, "digest": digest, "top1": ev["top1"], "top5": ev["top5"], "pred": ev["pred"].tolist()}
     if cache:
-        tmp = cache.with_name(cache.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, cache)
+        atomic_write_text(cache, json.dumps(data))
     return data, ev["pred"]

@@ -173,9 +173,3 @@ class ResizeIfNeeded:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, interpolation=bicubic, antialias=True)"
-
-
-def one_line(err: BaseException) -> str:
-    """An exception as one short line (for wrapping library errors into ``UserError`` messages)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dfkd.datasets.base import DatasetSpec, ResizeIfNeeded, one_line
-from dfkd.errors import DatasetNotFoundError, UserError
+from dfkd.datasets.base import DatasetSpec, ResizeIfNeeded
+from dfkd.errors import DatasetNotFoundError, UserError, one_line
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

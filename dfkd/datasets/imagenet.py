@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dfkd.datasets.base import DatasetSpec, one_line
-from dfkd.errors import DatasetNotFoundError, UserError
+from dfkd.datasets.base import DatasetSpec
+from dfkd.errors import DatasetNotFoundError, UserError, one_line
 
 _SPLIT_DIRS = {"train": "train", "test": "val"}
 

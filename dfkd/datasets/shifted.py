@@ -49,7 +49,6 @@ DataLoader workers do not copy them). Nothing here downloads: a missing set rais
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -61,8 +60,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dfkd.datasets.base import DatasetSpec, one_line
-from dfkd.errors import DatasetNotFoundError, UserError
+from dfkd.datasets.base import DatasetSpec
+from dfkd.errors import DatasetNotFoundError, UserError, did_you_mean, one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 NUM_SEVERITIES = 5  # Hendrycks & Dietterich (2019): severities 1..5
@@ -199,8 +198,7 @@ def parse_key(key: str, severity: int | None = None) -> DGKey:
         kind, _, text = (s.strip() for s in text.partition(":"))
         kind = kind.lower()
         if kind not in KINDS:
-            close = difflib.get_close_matches(kind, list(KINDS), n=3, cutoff=0.6)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint = did_you_mean(kind, KINDS, n=3)
             raise UserError(f"Unknown shifted test set kind {kind!r} in dg key {key!r}.{hint} Kinds: {_kind_list()}")
     else:
         kind = None

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from dfkd.config import DistillConfig, to_plain
 from dfkd.distill.losses import Distiller
 from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import ConfigError, TrainingDivergedError
+from dfkd.paths import atomic_writer
 
 
 def _accumulate(sums: dict[str, Tensor | float], logs: dict[str, Tensor | float]) -> None:
@@ -291,10 +291,8 @@ class Trainer:
     def _save(self, name: str) -> None:
         if self.checkpoint_dir is None or not self.dist.is_main:
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_dir / f".{name}.tmp"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, self.checkpoint_dir / name)
+        with atomic_writer(self.checkpoint_dir / name, durable=True) as f:
+            torch.save(self.state_dict(), f)
 
     def try_resume(self) -> bool:
         """Load ``last.pt`` if a previous run of this trainer left one."""

@@ -40,7 +40,6 @@ editable prompt file.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import os
@@ -56,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dfkd.errors import ConfigError, UserError
+from dfkd.errors import ConfigError, UserError, did_you_mean
+from dfkd.paths import atomic_write_text
 
 __all__ = [
     "CONTENT_TEMPLATES",
@@ -244,8 +244,7 @@ class PromptConfig:
                 f"not {self.vocabulary!r}"
             )
         if self.contents not in CONTENT_SOURCES:
-            close = difflib.get_close_matches(self.contents, CONTENT_SOURCES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(self.contents, CONTENT_SOURCES)
             raise ConfigError(
                 f"prompts.contents must be one of {', '.join(CONTENT_SOURCES)}, not {self.contents!r}.{hint}"
             )
@@ -461,8 +460,7 @@ def resolve_class(key: Any, spec: Any, where: str = "") -> int:
         listed = " and ".join(str(i) for i in matches)
         raise UserError(f"{prefix}class name {text!r} is ambiguous in {spec.name} (classes {listed}); use the index")
     normed = {norm(n): n for n in names}
-    close = [normed[c] for c in difflib.get_close_matches(norm(text), list(normed), n=3, cutoff=0.6)]
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(norm(text), normed, n=3, show=normed.__getitem__)
     raise UserError(
         f"{prefix}unknown class {text!r} for {spec.name}.{hint} Use a class name or an index 0..{k - 1} "
         f"(`bench prompts --dataset {spec.name}` lists them)"
@@ -645,7 +643,7 @@ def _load_text_pipeline(model: str, device: Any = None) -> Callable[..., Any]:
     try:
         return transformers.pipeline("text-generation", model=model, device=device)
     except Exception as e:  # not found, no network, bad folder: one line for the user
-        from dfkd.datasets.base import one_line
+        from dfkd.errors import one_line
 
         raise UserError(
             f"Cannot load the text-generation model {model!r} ({one_line(e)}); give a local folder or a Hub id in "
@@ -716,10 +714,7 @@ class TextModelContents:
         return out.get("generated_text", "") if isinstance(out, dict) else str(out)
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self._data, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self._data, indent=1, ensure_ascii=False))
 
 
 # =============================================================================================
@@ -785,7 +780,7 @@ def open_clip_text_encoder(
     """
     import open_clip
 
-    from dfkd.datasets.base import one_line
+    from dfkd.errors import one_line
 
     schema = model_name.startswith(("hf-hub:", "local-dir:"))
     try:

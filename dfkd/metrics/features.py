@@ -47,7 +47,7 @@ def clip_extractor(model_name: str, pretrained: str | None, device: torch.device
     """
     import open_clip
 
-    from dfkd.datasets.base import one_line
+    from dfkd.errors import one_line
 
     schema = model_name.startswith(("hf-hub:", "local-dir:"))
     if model_name.startswith("local-dir:"):

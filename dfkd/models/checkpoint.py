@@ -17,7 +17,6 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dfkd.errors import CheckpointError
+from dfkd.errors import CheckpointError, one_line
 from dfkd.models import list_models
-from dfkd.paths import ordinary_permissions
+from dfkd.paths import atomic_writer
 from dfkd.registry import MODELS
 
 __all__ = ["key_digest", "load_weights", "read_state_dict", "save_weights"]
@@ -57,11 +56,6 @@ def _strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return sd
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Load a checkpoint file safely and return its state_dict (CPU tensors, prefixes stripped)."""
     path = Path(path).expanduser()
@@ -80,11 +74,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                 "torch.save({'state_dict': model.state_dict()}, path)"
             ) from None
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-        reason = detail.group(1).strip() if detail else _first_line(e)
+        reason = detail.group(1).strip() if detail else one_line(e, with_type=True)
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({reason}); point to a .pth/.pt file") from None
     except Exception as e:
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint ({_first_line(e)}); point to a .pth/.pt file"
+            f"{path} is not a PyTorch checkpoint ({one_line(e, with_type=True)}); point to a .pth/.pt file"
         ) from None
     return _extract_state_dict(obj, str(path))
 
@@ -249,16 +243,6 @@ def save_weights(
         state_dict = model_or_state_dict
     payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, **meta}
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        ordinary_permissions(tmp)  # mkstemp makes 0600: a shared teacher cache must be readable by the group
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, durable=True) as f:  # created with the umask's permissions: a shared cache stays readable
+        torch.save(payload, f)
     return path

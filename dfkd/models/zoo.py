@@ -30,13 +30,12 @@ naming the cache folder.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dfkd.errors import UnknownNameError, UserError
+from dfkd.errors import UnknownNameError, UserError, did_you_mean
 
 __all__ = ["add_features", "create_zoo_model"]
 
@@ -137,8 +136,7 @@ def _is_fetch_error(e: BaseException) -> bool:
 
 
 def _unknown(zoo: str, name: str, known: list[str]) -> UnknownNameError:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(f'{zoo}/{c}' for c in close)}?" if close else ""
+    hint = did_you_mean(name, known, n=3, show=lambda c: f"{zoo}/{c}")
     listing = "timm.list_models('*pattern*')" if zoo == "timm" else "torchvision.models.list_models()"
     return UnknownNameError(f"Unknown {zoo} model {name!r}.{hint} See {listing}.")
 

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from dfkd.config import speed_switch
-from dfkd.errors import ConfigError, UserError
+from dfkd.errors import ConfigError, UserError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -331,11 +331,6 @@ def _looks_local(path: str) -> bool:
     )
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _load_failed(config: GeneratorConfig, part: str, exc: BaseException) -> UserError:
     local = os.path.isdir(os.path.expanduser(config.path))
     where = f"local folder {config.path!r}" if local else f"Hub id {config.path!r}"
@@ -364,7 +359,7 @@ def _load_failed(config: GeneratorConfig, part: str, exc: BaseException) -> User
         )
     return UserError(
         f"Could not load the diffusion model's {part}/ from {where}: "
-        f"{type(exc).__name__}: {_one_line(exc).rstrip('.')}. Fix: {fix}."
+        f"{type(exc).__name__}: {one_line(exc, 300).rstrip('.')}. Fix: {fix}."
     )
 
 

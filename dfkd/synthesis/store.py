@@ -45,7 +45,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -59,6 +58,7 @@ from torch.utils.data import Dataset
 
 from dfkd.errors import UserError
 from dfkd.hashing import canonicalize, file_digest
+from dfkd.paths import TMP_SUFFIX, atomic_write_text, atomic_writer
 
 SCHEMA_VERSION = 1
 FORMAT = "dfkd.SyntheticStore"
@@ -66,7 +66,6 @@ MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
 INFO_DIR = "info"
 SHARD_SUFFIX = ".pt"
-TMP_SUFFIX = ".tmp"
 STALE_TMP_SECONDS = 600.0  # a temporary file lives for one torch.save; older ones are crash leftovers
 MAX_OPEN_SHARDS = 256  # memory-mapped shards a dataset keeps open per process (LRU)
 
@@ -155,7 +154,7 @@ class SyntheticStore:
                 "created": _now(),
                 "complete": False,
             }
-            _atomic_write_text(path, _dump_json(manifest))
+            atomic_write_text(path, _dump_json(manifest), durable=True)
         (root / SHARDS_DIR).mkdir(exist_ok=True)
         _remove_tmp_files(root, older_than=STALE_TMP_SECONDS)  # manifest temporaries left by a crash
         return cls(root, manifest)
@@ -256,22 +255,12 @@ class SyntheticStore:
 
         _remove_tmp_files(self.shards_dir, unit_id=unit_id, older_than=STALE_TMP_SECONDS)
         payload = {"schema_version": SCHEMA_VERSION, "unit": unit_id, "images": imgs, "table": tbl}
-        tmp = self.shards_dir / f".{unit_id}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(self.shards_dir)
+        with atomic_writer(final, durable=True, tmp_stem=unit_id) as f:  # ".<unit>.<pid>-<token>.tmp"
+            torch.save(payload, f)
         self._info_cache.pop(unit_id, None)
         if info is not None:
             (self.root / INFO_DIR).mkdir(exist_ok=True)
-            _atomic_write_text(self.root / INFO_DIR / f"{unit_id}.json", _dump_json(dict(info)))
+            atomic_write_text(self.root / INFO_DIR / f"{unit_id}.json", _dump_json(dict(info)), durable=True)
 
     # -- the synthesizer's state (units that depend on earlier units, e.g. an online adversary) -------------
     @property
@@ -279,19 +268,10 @@ class SyntheticStore:
         return self.root / "synthesizer-state.pt"
 
     def save_state(self, state: Mapping[str, Any]) -> None:
-        """Write ``Synthesizer.state_dict()`` atomically (temporary file, fsync, ``os.replace``): the state after
-        the last unit written, which a resumed synthesis loads before generating the next one."""
-        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(dict(state), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        """Write ``Synthesizer.state_dict()`` atomically and durably: the state a resumed synthesis loads before it
+        generates the next unit (the runner saves it before each unit's shard)."""
+        with atomic_writer(self.state_path, durable=True) as f:
+            torch.save(dict(state), f)
 
     def load_state(self) -> dict[str, Any] | None:
         """The state :meth:`save_state` wrote, or None when there is none yet."""
@@ -564,7 +544,7 @@ class SyntheticStore:
         return int(kept.sum()) if kept_only else n
 
     def _write_manifest(self) -> None:
-        _atomic_write_text(self.root / MANIFEST_NAME, _dump_json(self.manifest))
+        atomic_write_text(self.root / MANIFEST_NAME, _dump_json(self.manifest), durable=True)
 
     def _check_schema(self, unit_id: str, schema: dict[str, Any]) -> None:
         """All units share image shape and columns; the first unit written (or rewritten alone) sets them."""
@@ -683,37 +663,6 @@ def _preview(items: list[str], k: int = 5) -> str:
 def _sanitise(name: str) -> str:
     """A class name as a portable folder-name part: runs of other characters become '_'."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", str(name)).strip("._-") or "class"
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (POSIX); a no-op where folders cannot be opened."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 def _remove_tmp_files(folder: Path, *, unit_id: str | None = None, older_than: float | None = None) -> None:

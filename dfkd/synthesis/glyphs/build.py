@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dfkd.errors import UserError
+from dfkd.paths import atomic_writer
 from dfkd.synthesis.glyphs import render
 from dfkd.synthesis.glyphs.render import CHARSET, AugmentRanges, GlyphBank, seed_for
 
@@ -144,9 +145,8 @@ class GlyphBuildConfig:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_writer(path) as f:
+        torch.save(obj, f)
 
 
 def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
