@@ -16,10 +16,11 @@ import torch
 from fixtures.dg_builders import STEP, FixedLogits, OracleModel, decode, make_cifar_c, make_class_folders
 from torch.utils.data import DataLoader
 
-from dfkd.benchmark.dg import evaluate_shifted, load_dg_sets, predict
+from dfkd.benchmark.dg import evaluate_shifted, load_dg_sets
 from dfkd.datasets import get_dataset
 from dfkd.datasets.shifted import ShiftedSet, load_shifted, parse_key
 from dfkd.errors import DatasetNotFoundError, UserError
+from dfkd.metrics.predict import predict
 
 # ImageNet-1k wnids (global index) that are in ImageNet-R's 200 classes, and one that is not
 GOLDFISH, WHITE_SHARK, HAMMERHEAD, TENCH = "n01443537", "n01484850", "n01494475", "n01440764"
@@ -104,10 +105,10 @@ def test_subset_restriction_takes_the_best_class_inside_the_subset(tmp_path, ima
     s = load_shifted("imagenet-r", tmp_path / "r", imagenet)["imagenet-r"]
     model = FixedLogits(1000, {0: 10.0, 7: 8.0, 4: 5.0, 1: 3.0, 2: 1.0})  # 0 and 7 are not ImageNet-R classes
     loader = DataLoader(s.dataset, batch_size=4)
-    pred, target = predict(model, loader, CPU)
-    assert pred.tolist() == [0] * 6 and target.tolist() == [1, 1, 2, 2, 4, 4]
-    pred, _ = predict(model, loader, CPU, s.class_subset)
-    assert pred.tolist() == [4] * 6  # the best in-subset class, as a global label
+    found = predict(model, loader, CPU)
+    assert found.pred.tolist() == [0] * 6 and found.targets.tolist() == [1, 1, 2, 2, 4, 4]
+    found = predict(model, loader, CPU, class_subset=s.class_subset)
+    assert found.pred.tolist() == [4] * 6  # the best in-subset class, as a global label
     metrics = evaluate_shifted(model, imagenet, {"imagenet-r": str(tmp_path / "r")}, CPU, batch_size=4)
     assert metrics == {"dg/imagenet-r/top1": pytest.approx(100 * 2 / 6)}
 

@@ -14,13 +14,11 @@ from dfkd.benchmark.leaderboard import (
     LEADERBOARD_COLUMNS,
     REFERENCE_COLUMNS,
     REFERENCE_CSV,
-    RecordError,
-    _check_record,
     build_leaderboard,
-    load_records,
     load_reference,
     write_leaderboard,
 )
+from dfkd.benchmark.records import RecordError, check_record, load_records
 from dfkd.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +124,7 @@ def test_malformed_record_is_skipped_naming_file_and_field(runs: Path) -> None:
     assert str(path) in str(caught[0].message)
     assert sorted(r["run_id"] for r in records) == ["a0", "a1", "b0", "b1", "c0"]  # the others still load
     with pytest.raises(RecordError, match="student_top1"):
-        _check_record(bad, path)
+        check_record(bad, path)
 
 
 @pytest.mark.parametrize("field, value", [("seed", "zero"), ("student_top1", float("nan"))])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,6 +182,13 @@ def test_prism_filter_stats_reach_the_record_and_survive_a_cache_hit(tmp_path, d
     assert first.extra["prism/shortfall"] == 20 - first.extra["prism/kept"]
     again = run(_cfg(tmp_path, "prism", *sets, "distill.epochs=2"), reporter=Reporter(quiet=True))  # same store
     assert again.store == first.store and again.extra["prism/shortfall"] == first.extra["prism/shortfall"]
+    # every file in the store's folder is one the store wrote and documents (store.py: layout, ARTIFACTS)
+    from dfkd.synthesis.store import ARTIFACTS, INFO_DIR, LOCK_NAME, MANIFEST_NAME, SHARDS_DIR
+
+    found = {p.name for p in Path(first.store).iterdir()}
+    assert found <= {MANIFEST_NAME, SHARDS_DIR, INFO_DIR, LOCK_NAME, *ARTIFACTS} and "finalize.json" in found
+    if first.extra["prism/shortfall"]:
+        assert SyntheticStore.open_existing(first.store).read_artifact("shortfall.json")["classes"]
 
 
 def test_a_run_resumed_with_other_speed_switches_is_the_same_run_and_store(tmp_path, digits_teacher, monkeypatch):

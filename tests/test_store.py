@@ -320,3 +320,26 @@ def test_verify_finds_missing_truncated_and_altered_shards(tmp_path):
         reopened.write_unit(f"u{i}", torch.full((2, 3, 4, 4), i, dtype=torch.uint8), {"label": [i, i]})
     reopened.mark_complete(["u0", "u1", "u2"])
     assert reopened.verify(digests=True) == [] and reopened.num_images() == 6
+
+
+def test_artifacts_are_the_stores_own_files(tmp_path):
+    store = SyntheticStore.open(tmp_path / "s", config_hash="x")
+    assert store.read_artifact("shortfall.json") is None
+    store.write_artifact("shortfall.json", {"classes": {"3": {"short": 2}}})
+    assert store.read_artifact("shortfall.json") == {"classes": {"3": {"short": 2}}}
+    store.write_artifact("shortfall.json", None)  # nothing short any more: the file goes
+    assert not store.artifact_path("shortfall.json").exists()
+    with pytest.raises(ValueError, match="ARTIFACTS"):
+        store.write_artifact("notes.txt", "x")
+
+
+def test_score_columns_of_logits():
+    from dfkd.metrics.energy import free_energy
+    from dfkd.synthesis.store import SCORE_COLUMNS, teacher_scores
+
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
+    scores = teacher_scores(logits)
+    assert tuple(scores) == SCORE_COLUMNS
+    assert scores["teacher_pred"].tolist() == [0, 1]
+    assert torch.allclose(scores["teacher_confidence"], logits.softmax(1).max(1).values)
+    assert torch.allclose(scores["teacher_energy"], free_energy(logits))

@@ -25,7 +25,7 @@ Metrics (flat, for the run record's ``extra``; they become leaderboard columns; 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -35,36 +35,10 @@ from torch.utils.data import DataLoader
 from dfkd.datasets.base import DatasetSpec
 from dfkd.datasets.shifted import ShiftedSet, benchmark_corruptions, load_shifted, parse_key
 from dfkd.errors import UserError
+from dfkd.metrics.predict import predict
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, loader: DataLoader, device: torch.device, class_subset: Sequence[int] | None = None
-) -> tuple[Tensor, Tensor]:
-    """(predictions, targets), both (N,) int64 on the CPU in loader order.
-
-    With ``class_subset`` the argmax runs over those logits only and is mapped back to global labels
-    (``dfkd.distill.trainer.evaluate`` has no subsets, hence this loop).
-    """
-    was_training = model.training
-    model.eval()
-    subset = torch.as_tensor(list(class_subset), dtype=torch.long, device=device) if class_subset else None
-    preds, targets = [], []
-    for batch in loader:
-        x, y = batch[0].to(device, non_blocking=True), batch[1]
-        logits = model(x).float()  # (B, K)
-        if subset is not None:
-            logits = logits.index_select(1, subset)  # (B, |subset|)
-        pred = logits.argmax(dim=1)  # (B,)
-        if subset is not None:
-            pred = subset[pred]  # positions in the subset → global labels
-        preds.append(pred.cpu())
-        targets.append(torch.as_tensor(y, dtype=torch.long))
-    model.train(was_training)
-    empty = torch.empty(0, dtype=torch.long)
-    return (torch.cat(preds) if preds else empty), (torch.cat(targets) if targets else empty)
-
-
 def _top1(correct: Tensor) -> float:
     return 100.0 * correct.float().mean().item() if correct.numel() else 0.0
 
@@ -126,7 +100,8 @@ def evaluate_shifted(
                 num_workers=num_workers,
                 pin_memory=device.type == "cuda",
             )
-            pred, target = predict(model, loader, device, s.class_subset)
+            found = predict(model, loader, device, class_subset=s.class_subset)
+            pred, target = found.pred, found.targets
             scored.append((s, pred == target))
         if all(s.corruption is not None for s, _ in scored):
             out.update(_corruption_metrics(group, scored))

@@ -31,7 +31,8 @@ from dfkd.config import DiagnoseConfig
 from dfkd.datasets.base import DatasetSpec
 from dfkd.metrics.features import Extractor, clip_extractor, teacher_extractor
 from dfkd.metrics.manifold import FeatureStats, frechet_distance, prdc
-from dfkd.synthesis.store import SyntheticStore
+from dfkd.metrics.predict import predict
+from dfkd.synthesis.store import TEACHER_CONFIDENCE, TEACHER_ENERGY, TEACHER_PRED, SyntheticStore
 
 
 @dataclass
@@ -90,19 +91,17 @@ def _real_pass(
     """Student predictions and labels on the whole test set; features of the ``chosen`` images only."""
     mask = torch.zeros(len(test_set), dtype=torch.bool)  # type: ignore[arg-type]
     mask[chosen] = True
-    preds, labels, feats = [], [], {name: [] for name in extractors}
-    pos = 0
-    for x, y in DataLoader(test_set, batch_size=batch_size, shuffle=False):
-        keep = mask[pos : pos + x.shape[0]]
-        pos += x.shape[0]
-        with torch.no_grad():
-            preds.append(student(x.to(device)).argmax(1).cpu())
-        labels.append(torch.as_tensor(y))
+    feats: dict[str, list[Tensor]] = {name: [] for name in extractors}
+
+    def features(x: Tensor, start: int) -> None:
+        keep = mask[start : start + x.shape[0]]
         if keep.any():
             images = spec.denormalize(x[keep]).clamp(0, 1)  # (b, C, S, S) as the teacher sees them, in [0, 1]
             for name, extract in extractors.items():
                 feats[name].append(extract(images))
-    return torch.cat(preds), torch.cat(labels).long(), {k: torch.cat(v) for k, v in feats.items()}
+
+    found = predict(student, DataLoader(test_set, batch_size=batch_size, shuffle=False), device, on_batch=features)
+    return found.pred, found.targets, {k: torch.cat(v) for k, v in feats.items()}
 
 
 def _synthetic_pass(
@@ -170,7 +169,7 @@ def diagnose(
         kept = table["kept"]
         fake_chosen = subset_indices(int(kept.sum()), cfg.max_images, seed + 1)
         fake_pred, fake_feats = _synthetic_pass(store, spec, student, extractors, fake_chosen, device, cfg.batch_size)
-        t_pred_kept = table["teacher_pred"][kept][fake_chosen]
+        t_pred_kept = table[TEACHER_PRED][kept][fake_chosen]
         if fake_pred.numel():
             agree = 100.0 * (fake_pred == t_pred_kept).float().mean().item()
             out.scalars["synthetic/student_teacher_agreement"] = agree
@@ -199,11 +198,11 @@ def diagnose(
         out.scalars["synthetic/class_balance"] = class_balance(kept_counts)
         bins = cfg.histogram_bins
         conf_edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-        energy = table["teacher_energy"].double()
+        energy = table[TEACHER_ENERGY].double()
         lo, hi = (energy.min().item(), energy.max().item()) if energy.numel() else (0.0, 1.0)
         energy_edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1, dtype=torch.float64)
         for name, values, edges in (
-            ("confidence", table["teacher_confidence"], conf_edges),
+            ("confidence", table[TEACHER_CONFIDENCE], conf_edges),
             ("energy", energy, energy_edges),
         ):
             out.details[f"{name}_histogram"] = {

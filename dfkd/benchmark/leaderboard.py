@@ -2,7 +2,7 @@
 
 Usage::
 
-    records = load_records("runs")                       # every runs/**/record.json, validated
+    records = load_records("runs")                       # every runs/**/record.json, validated (records.py)
     df = build_leaderboard(records, dataset="cifar10", reference=load_reference())
     write_leaderboard(df, "results/")                    # results/leaderboard-cifar10.csv + .md
 
@@ -23,15 +23,15 @@ of the repository, and a test keeps the two equal.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dfkd.benchmark.records import SCHEMA_MAJOR, RecordError, load_records
 from dfkd.errors import UserError
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
     "load_reference",
     "write_leaderboard",
 ]
-
-SCHEMA_MAJOR = 1  # run-record schema major version this module reads; others are skipped with a warning
 
 REFERENCE_CSV = Path(__file__).with_name("reference.csv")  # packaged copy of results/reference.csv
 
@@ -106,33 +104,6 @@ _PROTOCOL_ORDER = {"matched": 0, "published": 1, "custom": 2, "unstated": 3}
 _INTEGER_COLUMNS = ("n_seeds",)
 _REAL_DATA_METHODS = frozenset({"teacher", "scratch", "real_kd"})  # reference rows whose images are not synthetic
 
-# Run-record fields (schema_version 1) and the Python types each must have.
-_NUMBER = (int, float)
-_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
-    "schema_version": (int,),
-    "run_id": (str,),
-    "created": (str,),
-    "method": (str,),
-    "dataset": (str,),
-    "teacher": (str,),
-    "student": (str,),
-    "seed": (int,),
-    "student_top1": _NUMBER,
-    "student_top1_best": _NUMBER,
-    "student_top1_best_epoch": (int,),
-    "student_top5": _NUMBER,
-    "teacher_top1": _NUMBER,
-    "teacher_student_agreement": _NUMBER,
-    "num_synthetic_images": (int,),
-    "synthesis_seconds": _NUMBER,
-    "distill_seconds": _NUMBER,
-    "epochs": (int,),
-    "config": (dict,),
-    "env": (dict,),
-}
-_NULLABLE_FIELDS = frozenset({"teacher_student_agreement"})
-_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"extra": (dict,), "diagnostics": (dict,), "protocol": (str,)}
-
 _MARKDOWN_NOTE = (
     "> Rows are grouped by protocol and never averaged across protocols: `matched` gives every method the data "
     "set's one KD recipe and the same budget of synthetic images and student steps; `published` runs each method "
@@ -142,93 +113,6 @@ _MARKDOWN_NOTE = (
     "`student_top1_mean` is the student's top-1 at the last epoch (mean over seeds). Generated from run records "
     "by `dfkd.benchmark.leaderboard`; do not edit by hand."
 )
-
-
-class RecordError(UserError):
-    """A run record that is present but does not follow the schema (names the file and the field)."""
-
-
-# -- records -------------------------------------------------------------------------------------
-
-
-def _major(version: Any) -> int | None:
-    """Major part of a schema version (``1``, ``"1"``, ``"1.2"`` → 1); None if it is not one."""
-    if isinstance(version, bool):
-        return None
-    if isinstance(version, int):
-        return version
-    if isinstance(version, str):
-        head = version.split(".", 1)[0]
-        return int(head) if head.isdigit() else None
-    return None
-
-
-def _check_record(record: Any, path: Path) -> None:
-    if not isinstance(record, dict):
-        raise RecordError(f"{path}: a run record must be a JSON object, found {type(record).__name__}")
-    for field, types in _RECORD_FIELDS.items():
-        if field not in record:
-            raise RecordError(f"{path}: missing required field {field!r} (run-record schema {SCHEMA_MAJOR})")
-        value = record[field]
-        if field in _NULLABLE_FIELDS and (value is None or (isinstance(value, float) and math.isnan(value))):
-            continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            expected = " or ".join(t.__name__ for t in types)
-            raise RecordError(f"{path}: field {field!r} must be {expected}, found {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RecordError(f"{path}: field {field!r} must be a finite number, found {value!r}")
-    for field, types in _OPTIONAL_FIELDS.items():
-        value = record.get(field)
-        if value is not None and not isinstance(value, types):
-            raise RecordError(f"{path}: field {field!r} must be a JSON object, found {value!r}")
-    for key, value in (record.get("extra") or {}).items():
-        if isinstance(value, bool) or not (value is None or isinstance(value, _NUMBER)):
-            raise RecordError(f"{path}: field 'extra.{key}' must be a number or null, found {value!r}")
-
-
-def load_records(runs_dir: str | Path | Sequence[str | Path]) -> list[dict]:
-    """Every ``record.json`` under ``runs_dir`` (one folder or several, e.g. the output folders of a suite's
-    shards; searched recursively), as plain dicts, in path order.
-
-    Files that cannot be read or parsed, records of another major ``schema_version``, and malformed
-    records (a missing field, a field of the wrong type, a non-finite headline) are skipped with a
-    warning naming the file and the field: one bad file never blocks the others. Each returned dict gets
-    ``_path`` (the file it came from). A second record with the same (dataset, teacher, student,
-    method, run_id) is skipped with a warning.
-    """
-    roots = [Path(runs_dir)] if isinstance(runs_dir, (str, Path)) else [Path(r) for r in runs_dir]
-    for root in roots:
-        if not root.is_dir():
-            raise UserError(f"runs directory {str(root)!r} does not exist; run `bench run ...` first or pass --runs")
-    records: list[dict] = []
-    seen: dict[tuple, Path] = {}
-    for path in [p for root in roots for p in sorted(root.rglob("record.json"))]:
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            warnings.warn(f"skipping unreadable run record {path}: {e}", stacklevel=2)
-            continue
-        if isinstance(record, dict) and "schema_version" in record:
-            major = _major(record["schema_version"])
-            if major != SCHEMA_MAJOR:
-                warnings.warn(
-                    f"skipping {path}: schema_version {record['schema_version']!r} is not {SCHEMA_MAJOR}.x "
-                    "(written by another version of dfkd-bench)",
-                    stacklevel=2,
-                )
-                continue
-        try:
-            _check_record(record, path)
-        except RecordError as e:
-            warnings.warn(f"skipping malformed run record: {e}", stacklevel=2)
-            continue
-        key = (*(record[k] for k in _KEY), record["run_id"])
-        if key in seen:
-            warnings.warn(f"skipping {path}: same run as {seen[key]} (run_id {record['run_id']!r})", stacklevel=2)
-            continue
-        seen[key] = path
-        records.append({**record, "_path": str(path)})
-    return records
 
 
 # -- reference -----------------------------------------------------------------------------------

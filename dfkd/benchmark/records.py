@@ -2,6 +2,11 @@
 
 Layout: ``<output_dir>/<dataset>/<teacher>-<student>/<method>/<run-id>/record.json``. Teacher and
 student names containing ``/`` (zoo models) are written with ``__`` in the path.
+
+:class:`RunRecord` is the one reader and writer of ``record.json``: the runner writes it, and the leaderboard
+(:func:`load_records`), the report and ``bench synth`` read it through :meth:`RunRecord.read` /
+:meth:`RunRecord.from_dict`, whose validation (:func:`check_record`) is derived from the dataclass's own fields and
+types, so the schema cannot drift between them.
 """
 
 from __future__ import annotations
@@ -9,19 +14,29 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
+import types
+import typing
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dfkd.errors import UserError, one_line
 from dfkd.paths import atomic_write_text
 
 SCHEMA_VERSION = 1
+SCHEMA_MAJOR = 1  # the major schema version this package reads; records of another are skipped with a warning
+# Field metadata: present in every schema-1 record ever written (a record without it is malformed). Fields without a
+# default are required too; the other fields came later and may be missing from older records.
+REQUIRED: typing.Mapping[str, bool] = types.MappingProxyType({"required": True})
 PACKAGES = ("dfkd-bench", "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "timm", "numpy")
 
 
@@ -54,10 +69,12 @@ class RunRecord:
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch train loss / test accuracy
     diagnostics: dict[str, Any] = field(default_factory=dict)  # histograms, class counts, per-class top-1 (diagnose)
     store: str | None = None  # synthetic store folder
-    config: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, Any] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    schema_version: int = SCHEMA_VERSION
+    config: dict[str, Any] = field(default_factory=dict, metadata=REQUIRED)
+    env: dict[str, Any] = field(default_factory=dict, metadata=REQUIRED)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"), metadata=REQUIRED
+    )
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=REQUIRED)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,10 +84,126 @@ class RunRecord:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n", durable=True)
 
     @classmethod
-    def read(cls, path: str | Path) -> RunRecord:
-        data = json.loads(Path(path).read_text())
+    def from_dict(cls, data: Any, path: str | Path = "<record>") -> RunRecord:
+        """A record from parsed JSON, checked (:func:`check_record`; ``RecordError`` names ``path`` and the field).
+        Keys this version does not know are ignored; fields added after a record was written get their defaults."""
+        check_record(data, Path(path))
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunRecord:
+        """``record.json`` at ``path``; ``RecordError`` (one line) if it cannot be read or is not a valid record."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RecordError(f"{path}: not a readable run record ({one_line(e)})") from None
+        return cls.from_dict(data, path)
+
+
+class RecordError(UserError):
+    """A run record that is present but does not follow the schema (names the file and the field)."""
+
+
+def _major(version: Any) -> int | None:
+    """Major part of a schema version (``1``, ``"1"``, ``"1.2"`` → 1); None if it is not one."""
+    if isinstance(version, bool):
+        return None
+    if isinstance(version, int):
+        return version
+    if isinstance(version, str):
+        head = version.split(".", 1)[0]
+        return int(head) if head.isdigit() else None
+    return None
+
+
+def _accepted(tp: Any) -> tuple[tuple[type, ...], bool]:
+    """(the JSON types a field of annotation ``tp`` accepts, whether null is accepted)."""
+    nullable = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(tp))
+        tp = args[0]
+    base = typing.get_origin(tp) or tp
+    if base is float:
+        return (int, float), nullable
+    return (base,), nullable
+
+
+def check_record(record: Any, path: Path) -> None:
+    """``RecordError`` unless ``record`` (parsed JSON) is a run record of schema ``SCHEMA_MAJOR``: the fields of
+    :class:`RunRecord` without a default or marked ``REQUIRED`` present, every present field of its annotated type
+    (numbers finite, null only where the annotation allows it; a NaN counts as null), ``extra`` numbers or null."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: a run record must be a JSON object, found {type(record).__name__}")
+    hints = typing.get_type_hints(RunRecord)
+    for f in dataclasses.fields(RunRecord):
+        required = f.metadata.get("required") or (
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+        if f.name not in record:
+            if required:
+                raise RecordError(f"{path}: missing required field {f.name!r} (run-record schema {SCHEMA_MAJOR})")
+            continue
+        value = record[f.name]
+        accepted, nullable = _accepted(hints[f.name])
+        if nullable and (value is None or (isinstance(value, float) and math.isnan(value))):
+            continue
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            expected = "a number" if float in accepted else accepted[0].__name__
+            raise RecordError(f"{path}: field {f.name!r} must be {expected}, found {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecordError(f"{path}: field {f.name!r} must be a finite number, found {value!r}")
+    for key, value in (record.get("extra") or {}).items():
+        if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
+            raise RecordError(f"{path}: field 'extra.{key}' must be a number or null, found {value!r}")
+
+
+_KEY = ("dataset", "teacher", "student", "method")
+
+
+def load_records(runs_dir: str | Path | Sequence[str | Path]) -> list[dict]:
+    """Every ``record.json`` under ``runs_dir`` (one folder or several, e.g. the output folders of a suite's
+    shards; searched recursively), as plain dicts (:meth:`RunRecord.to_dict`), in path order.
+
+    Files that cannot be read or parsed, records of another major ``schema_version``, and malformed
+    records (a missing field, a field of the wrong type, a non-finite headline) are skipped with a
+    warning naming the file and the field: one bad file never blocks the others. Each returned dict gets
+    ``_path`` (the file it came from). A second record with the same (dataset, teacher, student,
+    method, run_id) is skipped with a warning.
+    """
+    roots = [Path(runs_dir)] if isinstance(runs_dir, (str, Path)) else [Path(r) for r in runs_dir]
+    for root in roots:
+        if not root.is_dir():
+            raise UserError(f"runs directory {str(root)!r} does not exist; run `bench run ...` first or pass --runs")
+    records: list[dict] = []
+    seen: dict[tuple, Path] = {}
+    for path in [p for root in roots for p in sorted(root.rglob("record.json"))]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            warnings.warn(f"skipping unreadable run record {path}: {e}", stacklevel=2)
+            continue
+        if isinstance(data, dict) and "schema_version" in data and _major(data["schema_version"]) != SCHEMA_MAJOR:
+            warnings.warn(
+                f"skipping {path}: schema_version {data['schema_version']!r} is not {SCHEMA_MAJOR}.x "
+                "(written by another version of dfkd-bench)",
+                stacklevel=2,
+            )
+            continue
+        try:
+            record = RunRecord.from_dict(data, path).to_dict()
+        except RecordError as e:
+            warnings.warn(f"skipping malformed run record: {e}", stacklevel=2)
+            continue
+        key = (*(record[k] for k in _KEY), record["run_id"])
+        if key in seen:
+            warnings.warn(f"skipping {path}: same run as {seen[key]} (run_id {record['run_id']!r})", stacklevel=2)
+            continue
+        seen[key] = path
+        records.append({**record, "_path": str(path)})
+    return records
 
 
 def _json_default(obj: Any) -> Any:

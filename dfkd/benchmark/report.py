@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +32,10 @@ import yaml
 from PIL import Image
 
 from dfkd.benchmark import figures
+from dfkd.benchmark.records import RunRecord
 from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError
-from dfkd.synthesis.store import SyntheticStore
+from dfkd.synthesis.store import TEACHER_CONFIDENCE, TEACHER_ENERGY, SyntheticStore
 
 # (record key or extra key, label shown, kind) — kind: "pct", "num", "int", "sec", "text"
 _HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -115,7 +115,6 @@ class RunView:
 
 def load_run(path: str | Path) -> RunView:
     """A run folder (or its ``record.json``) with its synthetic store when it still exists."""
-
     path = Path(path).expanduser()
     if path.name == "record.json":
         path = path.parent
@@ -125,7 +124,7 @@ def load_run(path: str | Path) -> RunView:
             f"{path} has no record.json: give a run folder written by `bench run` "
             "(runs/<dataset>/<teacher>-<student>/<method>/<run-id>/)"
         )
-    record = json.loads(record_path.read_text())
+    record = RunRecord.read(record_path).to_dict()
     store, note = None, ""
     if record.get("store"):
         root = Path(record["store"])
@@ -248,8 +247,8 @@ def _histograms(runs: list[RunView], bins: int) -> dict[str, Image.Image]:
         if r.store is None:
             continue
         table = r.store.read_table(kept_only=True)
-        values["confidence"][r.label] = table["teacher_confidence"].double()
-        values["energy"][r.label] = table["teacher_energy"].double()
+        values["confidence"][r.label] = table[TEACHER_CONFIDENCE].double()
+        values["energy"][r.label] = table[TEACHER_ENERGY].double()
     if not values["confidence"]:
         return {}
     from dfkd.benchmark.diagnose import histogram

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import platform
 import time
@@ -67,7 +66,14 @@ from dfkd.methods.base import (
     Synthesizer,
 )
 from dfkd.paths import existing_ancestor, file_lock, stores_dir
-from dfkd.synthesis.store import SyntheticStore, to_uint8
+from dfkd.synthesis.store import (
+    TEACHER_CONFIDENCE,
+    TEACHER_ENERGY,
+    TEACHER_PRED,
+    SyntheticStore,
+    teacher_scores,
+    to_uint8,
+)
 
 NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
 
@@ -133,8 +139,6 @@ def generate_unit(
     state saved in the store *before* the shard: a resumed synthesis restores it (``synthesize_all``), so the state
     on disk is never behind the last stored unit, and at worst one unit ahead of it (that unit is regenerated with it).
     """
-    from dfkd.metrics.energy import free_energy
-
     t0 = time.perf_counter()
     out: SynthesisOutput = synth.generate(unit, student)
     seconds = time.perf_counter() - t0
@@ -146,13 +150,7 @@ def generate_unit(
         )
     images = to_uint8(out.images.detach().cpu())  # (N, C, S, S) uint8
     logits = teacher_logits(teacher, images, spec, device)  # (N, K) on the images as stored
-    table: dict[str, Any] = {
-        "label": out.labels.detach().cpu().long(),
-        "teacher_logits": logits,
-        "teacher_pred": logits.argmax(1),
-        "teacher_confidence": logits.softmax(1).max(1).values,
-        "teacher_energy": free_energy(logits),  # −logsumexp f(x), T = 1
-    }
+    table: dict[str, Any] = {"label": out.labels.detach().cpu().long(), **teacher_scores(logits)}
     if "seed" not in out.extras:
         table["seed"] = torch.full((n,), unit.seed, dtype=torch.int64)
     for k, v in out.extras.items():
@@ -404,7 +402,6 @@ def distil_offline(
 ) -> Distilled:
     """Shape ``offline``: every unit into the store (shared by the runs that need the same set), then distil on it."""
     store = open_store(synth, p, reporter, dist)
-    stats_file = store.root / "finalize.json"
     with _store_lock(store, dist, reporter):  # one writer per store; a run sharing it waits, then reuses it
         store = SyntheticStore.open_existing(store.root)  # the process we waited for may have completed it
         synth.attach_store(store)
@@ -413,14 +410,14 @@ def distil_offline(
         else:
             stats = synthesize_all(synth, synth.plan(), store, p.teacher, p.spec, p.device, reporter, dist)
             if dist.is_main:
-                stats_file.write_text(json.dumps(stats))
+                store.write_artifact("finalize.json", stats)
             store = SyntheticStore.open_existing(store.root)  # rank 0 marked it complete
     dist.barrier()
-    finalize_stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    finalize_stats = store.read_artifact("finalize.json") or {}
     if finalize_stats.get(f"{p.cfg.method}/shortfall"):
         reporter.note(
             f"warning: {p.cfg.method} kept {finalize_stats[f'{p.cfg.method}/shortfall']:.0f} images fewer than its "
-            f"budget; per class, with the styles it dropped: {store.root / 'shortfall.json'}"
+            f"budget; per class, with the styles it dropped: {store.artifact_path('shortfall.json')}"
         )
     result = trainer.fit(store.dataset(p.spec.train_transform()))
     return _from_store(result, store, finalize_stats)
@@ -661,7 +658,7 @@ def _store_lock(store: SyntheticStore, dist: DistContext, reporter: Reporter) ->
     """Rank 0 holds the store's file lock (the other ranks follow it through the barrier)."""
     with contextlib.ExitStack() as held:
         if dist.is_main:
-            held.enter_context(file_lock(store.root / ".lock", "writing this synthetic store", reporter.note))
+            held.enter_context(store.writer_lock(reporter.note))
         dist.barrier()
         yield
 
@@ -695,10 +692,10 @@ def synthetic_set_stats(table: dict[str, Any]) -> dict[str, float]:
     kept = table["kept"]
     stats = {"synthetic/generated": float(len(kept)), "synthetic/kept": float(kept.sum())}
     if kept.any():
-        agree = table["teacher_pred"][kept] == table["label"][kept]
+        agree = table[TEACHER_PRED][kept] == table["label"][kept]
         stats["synthetic/teacher_target_top1"] = 100.0 * agree.float().mean().item()
-        stats["synthetic/teacher_energy_mean"] = table["teacher_energy"][kept].mean().item()
-        stats["synthetic/teacher_confidence_mean"] = table["teacher_confidence"][kept].mean().item()
+        stats["synthetic/teacher_energy_mean"] = table[TEACHER_ENERGY][kept].mean().item()
+        stats["synthetic/teacher_confidence_mean"] = table[TEACHER_CONFIDENCE][kept].mean().item()
     return stats
 
 

@@ -24,15 +24,15 @@ def add_parser(sub) -> None:
 
 
 def _store(source: str):
-    import json
     from pathlib import Path
 
+    from dfkd.benchmark.records import RunRecord
     from dfkd.errors import UserError
     from dfkd.synthesis.store import SyntheticStore
 
     path = Path(source)
     if (path / "record.json").is_file():
-        store = json.loads((path / "record.json").read_text()).get("store")
+        store = RunRecord.read(path / "record.json").store
         if not store:
             raise UserError(f"The run in {path} has no synthetic store (method trains on real data)")
         path = Path(store)

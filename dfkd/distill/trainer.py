@@ -34,6 +34,7 @@ from dfkd.config import DistillConfig, to_plain
 from dfkd.distill.losses import Distiller
 from dfkd.distributed import SINGLE, DistContext
 from dfkd.errors import ConfigError, TrainingDivergedError
+from dfkd.metrics.predict import predict
 from dfkd.paths import atomic_writer
 
 
@@ -170,20 +171,8 @@ def evaluate(
     if dist.enabled:
         shard = Subset(loader.dataset, dist.shard(list(range(len(loader.dataset)))))  # type: ignore[arg-type]
         loader = DataLoader(shard, batch_size=loader.batch_size, num_workers=loader.num_workers)
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = 0
-    preds = []
-    for batch in loader:
-        x, y = _split_batch(batch)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x).float()  # (B, K)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y[:, None]).any(dim=1).sum().item()
-        preds.append(top[:, 0].cpu())
-    model.train(was_training)
-    pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    found = predict(model, loader, device, topk=5)
+    pred, correct1, correct5 = found.pred, found.correct(1), found.correct(5)
     if dist.enabled:  # rank r holds images r, r + W, …: interleave the shards back into data-set order
         parts = dist.gather((pred, correct1, correct5))
         correct1, correct5 = sum(p[1] for p in parts), sum(p[2] for p in parts)

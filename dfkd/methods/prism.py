@@ -17,12 +17,11 @@ no method section). What the abstract states, and how each part is rebuilt here 
   size. ``x0_only_gradient`` is the cheaper variant: ∇ w.r.t. x̂0 only (ε held constant, no U-Net backward),
   ∇_{z_t} L = ∇_{x̂0} L / sqrt(ᾱ_t).
 * **Diversified Prompt Engineering (DPE)** widens coverage: per class a prompt set of style + disambiguated
-  class phrase + content (dfkd/methods/prism_prompts.py); each trajectory samples its own prompt.
+  class phrase + content (dfkd/methods/prism_prompts/); each trajectory samples its own prompt.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from dfkd.metrics.energy import free_energy
 from dfkd.synthesis.diffusion import GeneratorConfig
 from dfkd.synthesis.losses import BNStatistics, resize_for_teacher
 from dfkd.synthesis.sampling import get_backend, teacher_view, trajectory_units
-from dfkd.synthesis.store import SyntheticStore
+from dfkd.synthesis.store import TEACHER_LOGITS, SyntheticStore
 
 
 def _ddim_generator() -> GeneratorConfig:
@@ -234,7 +233,7 @@ class PRISMSynthesizer(Synthesizer):
         if not self.cfg.filter:
             return {}
         table = store.read_table(kept_only=False)
-        logits, labels = table["teacher_logits"], table["label"]  # (N, K), (N,)
+        logits, labels = table[TEACHER_LOGITS], table["label"]  # (N, K), (N,): the score columns (store.py)
         energy = free_energy(logits, self.cfg.energy_temperature)  # (N,)
         eligible = logits.argmax(1) == labels if self.cfg.require_target_argmax else torch.ones_like(labels).bool()
         kept = torch.zeros_like(labels, dtype=torch.bool)
@@ -262,11 +261,9 @@ class PRISMSynthesizer(Synthesizer):
             size = store.unit_size(unit)
             store.set_kept(unit, kept[start : start + size])
             start += size
-        report = store.root / "shortfall.json"
-        if short:  # the teacher rejected too many of a class's images: say which classes and which styles
-            report.write_text(json.dumps({"budget_per_class": self.cfg.images_per_class, "classes": short}, indent=1))
-        else:
-            report.unlink(missing_ok=True)
+        # the teacher rejected too many of a class's images: say which classes and which styles (none: no file)
+        report = {"budget_per_class": self.cfg.images_per_class, "classes": short} if short else None
+        store.write_artifact("shortfall.json", report)
         return {
             "prism/kept": float(kept.sum()),
             "prism/shortfall": float(shortfall),

@@ -13,11 +13,23 @@ as one shard. Layout of a store folder::
         .<unit>.<pid>-<token>.tmp    # a shard being written, or left behind by a crash; never read
       info/<unit>.json               # how the unit was made (seconds, rank, host): not content, not in the shard
       synthesizer-state.pt           # only for units that depend on earlier ones (an online adversary): the
-                                     # synthesizer's state_dict() after the last unit written (save_state)
+                                     # synthesizer's state_dict() before the last unit's shard (save_state)
+      finalize.json                  # artifacts (write_artifact, ARTIFACTS): the method's finalize() scalars,
+      shortfall.json                 # PRISM's classes short of their budget, with the styles they dropped
+      .lock                          # held by the one process writing the store (writer_lock)
+
+Nothing else writes into the folder: every file above is written by a method of the store.
 
 ``images`` is uint8 (N, C, H, W), the same (C, H, W) for every unit; ``table`` maps column names to tensors
 with first dim N or lists of N str/int/float: ``label`` (int64, required), ``kept`` (bool, all True when not
-given), and by convention ``seed`` (int64), ``teacher_logits`` (float32 (N, K)), ``prompt`` (list of str).
+given), and by convention ``seed`` (int64), ``prompt`` (list of str). The **score columns** (``SCORE_COLUMNS``,
+made by :func:`teacher_scores` from the teacher's logits on each image exactly as stored; the runner writes them
+with every unit, PRISM's filter, the diagnosis and the report read them):
+
+    teacher_logits      float32 (N, K)   the teacher's logits
+    teacher_pred        int64 (N,)       their argmax
+    teacher_confidence  float32 (N,)     max softmax probability
+    teacher_energy      float32 (N,)     free energy −logsumexp f(x) at T = 1 (lower: more in-distribution)
 
 Crash safety: a shard is serialised to a temporary file in ``shards/`` (the same file system), flushed and
 fsync'ed, then ``os.replace``d to ``<unit>.pt`` and the folder is fsync'ed. ``os.replace`` is atomic, so
@@ -58,7 +70,7 @@ from torch.utils.data import Dataset
 
 from dfkd.errors import UserError
 from dfkd.hashing import canonicalize, file_digest
-from dfkd.paths import TMP_SUFFIX, atomic_write_text, atomic_writer
+from dfkd.paths import TMP_SUFFIX, atomic_write_text, atomic_writer, file_lock
 
 SCHEMA_VERSION = 1
 FORMAT = "dfkd.SyntheticStore"
@@ -68,12 +80,36 @@ INFO_DIR = "info"
 SHARD_SUFFIX = ".pt"
 STALE_TMP_SECONDS = 600.0  # a temporary file lives for one torch.save; older ones are crash leftovers
 MAX_OPEN_SHARDS = 256  # memory-mapped shards a dataset keeps open per process (LRU)
+STATE_NAME = "synthesizer-state.pt"
+LOCK_NAME = ".lock"
+# the files a store keeps besides its manifest, shards and info (write_artifact): name → what it holds
+ARTIFACTS: Mapping[str, str] = {
+    "finalize.json": "the method's finalize() scalars, reused when a later run finds the store complete",
+    "shortfall.json": "PRISM: per class short of its budget, how far, and the styles the filter dropped",
+}
+# the score columns of every unit (module docstring): what the teacher thinks of each stored image
+TEACHER_LOGITS, TEACHER_PRED = "teacher_logits", "teacher_pred"
+TEACHER_CONFIDENCE, TEACHER_ENERGY = "teacher_confidence", "teacher_energy"
+SCORE_COLUMNS = (TEACHER_LOGITS, TEACHER_PRED, TEACHER_CONFIDENCE, TEACHER_ENERGY)
 
 _UNIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _LIST_ITEM_TYPES = (str, int, float, bool, type(None))
 _PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 Table = dict[str, "Tensor | list"]
+
+
+def teacher_scores(logits: Tensor) -> dict[str, Tensor]:
+    """The score columns (``SCORE_COLUMNS``) of the teacher's logits (N, K) on a unit's images as stored."""
+    from dfkd.metrics.energy import free_energy
+
+    logits = logits.float()  # (N, K)
+    return {
+        TEACHER_LOGITS: logits,
+        TEACHER_PRED: logits.argmax(1),  # (N,)
+        TEACHER_CONFIDENCE: logits.softmax(1).max(1).values,  # (N,)
+        TEACHER_ENERGY: free_energy(logits),  # (N,) −logsumexp f(x), T = 1
+    }
 
 
 class IncompleteStoreError(UserError):
@@ -265,7 +301,7 @@ class SyntheticStore:
     # -- the synthesizer's state (units that depend on earlier units, e.g. an online adversary) -------------
     @property
     def state_path(self) -> Path:
-        return self.root / "synthesizer-state.pt"
+        return self.root / STATE_NAME
 
     def save_state(self, state: Mapping[str, Any]) -> None:
         """Write ``Synthesizer.state_dict()`` atomically and durably: the state a resumed synthesis loads before it
@@ -278,6 +314,31 @@ class SyntheticStore:
         if not self.state_path.is_file():
             return None
         return torch.load(self.state_path, map_location="cpu", weights_only=True)
+
+    # -- artifacts: the store's other files, written through it -----------------------------------------------
+    def artifact_path(self, name: str) -> Path:
+        """Where artifact ``name`` (one of ``ARTIFACTS``) lives."""
+        if name not in ARTIFACTS:
+            raise ValueError(f"unknown store artifact {name!r}; the store keeps {', '.join(ARTIFACTS)} (ARTIFACTS)")
+        return self.root / name
+
+    def write_artifact(self, name: str, obj: Any) -> Path:
+        """Write artifact ``name`` as JSON (atomically); ``None`` removes it (e.g. no class fell short)."""
+        path = self.artifact_path(name)
+        if obj is None:
+            path.unlink(missing_ok=True)
+            return path
+        return atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+    def read_artifact(self, name: str) -> Any:
+        """Artifact ``name`` as written, or None when the store has none."""
+        path = self.artifact_path(name)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def writer_lock(self, on_wait: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager:
+        """The store's file lock: the one process synthesizing into it holds it; another run that needs the same
+        store waits (``on_wait`` is told once), then finds it complete."""
+        return file_lock(self.root / LOCK_NAME, "writing this synthetic store", on_wait)
 
     def unit_info(self) -> dict[str, dict[str, Any]]:
         """``{unit: info}`` for the units written with an ``info`` (see ``write_unit``)."""
