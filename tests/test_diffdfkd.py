@@ -224,10 +224,11 @@ def _adversarial_synth():
     return _synth(_teacher(0), **ADVERSARY)
 
 
-@pytest.mark.parametrize("state_lost", [False, True])
-def test_a_resumed_adversarial_synthesis_generates_what_an_uninterrupted_one_does(tmp_path, state_lost):
-    """Killed after 3 units (the adversary of round 2 trained and saved), resumed by a fresh synthesizer: unit 3 is
-    the same bytes. With the state file lost, round 2 is retrained on the units before it, not on what is stored."""
+@pytest.mark.parametrize("killed", ["after unit 2", "between unit 2's state and its shard"])
+def test_a_resumed_adversarial_synthesis_generates_what_an_uninterrupted_one_does(tmp_path, killed):
+    """Killed after unit 2 (whose generation trained the adversary of round 2), or while writing unit 2 after its
+    state: a fresh synthesizer resumes from the state saved with the last stored unit, and the store ends with the
+    same bytes as an uninterrupted synthesis (round 2 retrained, in the second case, on the units before it)."""
     from dfkd.benchmark.progress import Reporter
     from dfkd.benchmark.runner import generate_unit, synthesize_all
     from dfkd.synthesis.store import SyntheticStore
@@ -242,14 +243,25 @@ def test_a_resumed_adversarial_synthesis_generates_what_an_uninterrupted_one_doe
     first = _adversarial_synth()
     b = SyntheticStore.open(tmp_path / "b", config_hash="x")
     first.attach_store(b)
-    for unit in units[:3]:
+    for unit in units[:2]:
         generate_unit(first, unit, b, first.teacher, first.spec, cpu)
-    state = b.load_state()  # the synthesizer's state_dict, saved by the runner before each shard
-    initial = first._initial_student.state_dict()
-    assert state["round"] == 2 and set(state["student"]) == set(initial)
-    assert not torch.equal(state["student"]["fc.weight"], initial["fc.weight"])  # trained, not the initial copy
-    if state_lost:
-        b.state_path.unlink()
+    if killed == "after unit 2":
+        generate_unit(first, units[2], b, first.teacher, first.spec, cpu)
+        state = b.load_state(units[2].id)  # the synthesizer's state_dict after unit 2, saved before its shard
+        initial = first._initial_student.state_dict()
+        assert state["round"] == 2 and set(state["student"]) == set(initial)
+        assert not torch.equal(state["student"]["fc.weight"], initial["fc.weight"])  # trained, not the initial copy
+        assert sorted(p.stem for p in (b.root / "states").glob("*.pt")) == [units[2].id]  # older states pruned
+    else:
+
+        def killed_writing(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        b.write_unit = killed_writing
+        with pytest.raises(KeyboardInterrupt):
+            generate_unit(first, units[2], b, first.teacher, first.spec, cpu)
+        assert b.state_path(units[2].id).is_file() and not b.has_unit(units[2].id)
+        b = SyntheticStore.open_existing(b.root)
     resumed = _adversarial_synth()  # a fresh process
     resumed.attach_store(b)
     synthesize_all(resumed, units, b, resumed.teacher, resumed.spec, cpu, Reporter(quiet=True))

@@ -183,10 +183,11 @@ def test_prism_filter_stats_reach_the_record_and_survive_a_cache_hit(tmp_path, d
     again = run(_cfg(tmp_path, "prism", *sets, "distill.epochs=2"), reporter=Reporter(quiet=True))  # same store
     assert again.store == first.store and again.extra["prism/shortfall"] == first.extra["prism/shortfall"]
     # every file in the store's folder is one the store wrote and documents (store.py: layout, ARTIFACTS)
-    from dfkd.synthesis.store import ARTIFACTS, INFO_DIR, LOCK_NAME, MANIFEST_NAME, SHARDS_DIR
+    from dfkd.synthesis.store import ARTIFACTS, INFO_DIR, LOCK_NAME, MANIFEST_NAME, SHARDS_DIR, STATES_DIR
 
     found = {p.name for p in Path(first.store).iterdir()}
-    assert found <= {MANIFEST_NAME, SHARDS_DIR, INFO_DIR, LOCK_NAME, *ARTIFACTS} and "finalize.json" in found
+    assert found <= {MANIFEST_NAME, SHARDS_DIR, INFO_DIR, STATES_DIR, LOCK_NAME, *ARTIFACTS}
+    assert "finalize.json" in found
     if first.extra["prism/shortfall"]:
         assert SyntheticStore.open_existing(first.store).read_artifact("shortfall.json")["classes"]
 

@@ -135,9 +135,9 @@ def generate_unit(
 ) -> dict[str, float]:
     """Generate one unit and write it as one shard with the teacher's scores (its cost goes to ``info/``).
 
-    A synthesizer whose units depend on earlier ones (``units_independent`` False: an online adversary) has its
-    state saved in the store *before* the shard: a resumed synthesis restores it (``synthesize_all``), so the state
-    on disk is never behind the last stored unit, and at worst one unit ahead of it (that unit is regenerated with it).
+    A synthesizer whose units depend on earlier ones (``units_independent`` False: an online adversary, a memory
+    bank) has its state after this unit saved in the store *before* the shard (``SyntheticStore.save_state``); a
+    resumed synthesis restores the state of the last stored unit (:func:`restore_state`).
     """
     t0 = time.perf_counter()
     out: SynthesisOutput = synth.generate(unit, student)
@@ -155,11 +155,32 @@ def generate_unit(
         table["seed"] = torch.full((n,), unit.seed, dtype=torch.int64)
     for k, v in out.extras.items():
         table[k] = v.detach().cpu() if isinstance(v, torch.Tensor) else v
-    if not synth.units_independent:
-        store.save_state(synth.state_dict())
+    stateful = not synth.units_independent
+    if stateful:
+        store.save_state(unit.id, synth.state_dict())
     info = {"seconds": seconds, "images": n, "rank": rank, "host": platform.node()}
     store.write_unit(unit.id, images, table, info=info)
+    if stateful:
+        store.prune_states(keep=unit.id)
     return {"images": n, "seconds": seconds, **out.logs}
+
+
+def restore_state(synth: Synthesizer, units: list[SynthesisUnit], store: SyntheticStore) -> None:
+    """A stateful synthesizer (``units_independent`` False) resuming in ``store``: load the state saved with the last
+    unit of ``units`` (plan order) whose shard exists. Nothing stored yet: the synthesizer keeps its initial state."""
+    if synth.units_independent:
+        return
+    done = store.completed_units()
+    stored = [u.id for u in units if u.id in done]
+    if not stored:
+        return
+    state = store.load_state(stored[-1])
+    if state is None:
+        raise UserError(
+            f"{store.root} holds unit {stored[-1]} but not the synthesizer state saved with it (states/), so the next "
+            "units cannot continue where it stopped. Fix: delete that store folder and run again"
+        )
+    synth.load_state_dict(state)
 
 
 def synthesize_all(
@@ -186,9 +207,7 @@ def synthesize_all(
             f"{type(synth).__name__}'s units depend on earlier units (e.g. adv_weight > 0 trains an adversary on "
             "them), so they cannot be split across processes: run the synthesis with one process, or set adv_weight=0"
         )
-    state = store.load_state() if not synth.units_independent else None
-    if state is not None:  # where the interrupted synthesis left its adversary (saved by generate_unit)
-        synth.load_state_dict(state)
+    restore_state(synth, units, store)
     by_id = {u.id: u for u in units}
     mine = [by_id[i] for i in dist.shard(todo_ids)]
     name = f"synthesize (rank 0 of {dist.world_size})" if dist.enabled else "synthesize"
@@ -430,6 +449,7 @@ def distil_pool(
     ``kd_steps`` student steps on the pool so far (the store is this student's own; a resumed run reuses its units)."""
     store = open_store(synth, p, reporter, dist)
     units = synth.plan()
+    restore_state(synth, units, store)  # a resumed run: the state after the last unit generated (memory, generator)
     if len(units) != p.cfg.distill.epochs:
         raise UserError(
             f"{p.cfg.method} is a pool method: one synthesis unit per epoch, but its plan has {len(units)} "

@@ -12,8 +12,9 @@ as one shard. Layout of a store folder::
         <unit>.pt                    # one finished unit: torch.save({"schema_version", "unit", "images", "table"})
         .<unit>.<pid>-<token>.tmp    # a shard being written, or left behind by a crash; never read
       info/<unit>.json               # how the unit was made (seconds, rank, host): not content, not in the shard
-      synthesizer-state.pt           # only for units that depend on earlier ones (an online adversary): the
-                                     # synthesizer's state_dict() before the last unit's shard (save_state)
+      states/<unit>.pt               # only for synthesizers whose units depend on earlier ones (an online adversary,
+                                     # a memory bank): its state_dict() after generating <unit>, written before the
+                                     # unit's shard; only the last completed unit's is kept (save_state, load_state)
       finalize.json                  # artifacts (write_artifact, ARTIFACTS): the method's finalize() scalars,
       shortfall.json                 # PRISM's classes short of their budget, with the styles they dropped
       .lock                          # held by the one process writing the store (writer_lock)
@@ -80,7 +81,7 @@ INFO_DIR = "info"
 SHARD_SUFFIX = ".pt"
 STALE_TMP_SECONDS = 600.0  # a temporary file lives for one torch.save; older ones are crash leftovers
 MAX_OPEN_SHARDS = 256  # memory-mapped shards a dataset keeps open per process (LRU)
-STATE_NAME = "synthesizer-state.pt"
+STATES_DIR = "states"
 LOCK_NAME = ".lock"
 # the files a store keeps besides its manifest, shards and info (write_artifact): name → what it holds
 ARTIFACTS: Mapping[str, str] = {
@@ -298,22 +299,30 @@ class SyntheticStore:
             (self.root / INFO_DIR).mkdir(exist_ok=True)
             atomic_write_text(self.root / INFO_DIR / f"{unit_id}.json", _dump_json(dict(info)), durable=True)
 
-    # -- the synthesizer's state (units that depend on earlier units, e.g. an online adversary) -------------
-    @property
-    def state_path(self) -> Path:
-        return self.root / STATE_NAME
+    # -- the synthesizer's state (units that depend on earlier units: an online adversary, a memory bank) -------
+    def state_path(self, unit_id: str) -> Path:
+        return self.root / STATES_DIR / f"{unit_id}.pt"
 
-    def save_state(self, state: Mapping[str, Any]) -> None:
-        """Write ``Synthesizer.state_dict()`` atomically and durably: the state a resumed synthesis loads before it
-        generates the next unit (the runner saves it before each unit's shard)."""
-        with atomic_writer(self.state_path, durable=True) as f:
+    def save_state(self, unit_id: str, state: Mapping[str, Any]) -> None:
+        """Write ``Synthesizer.state_dict()`` as it is after generating ``unit_id``, atomically and durably, *before*
+        the unit's shard. A resumed synthesis loads the state of the last unit whose shard exists: a kill between
+        the two writes leaves the unit missing and its state unused, so the unit is regenerated from the state before
+        it — exactly what an uninterrupted synthesis did."""
+        _check_unit_id(unit_id)
+        with atomic_writer(self.state_path(unit_id), durable=True) as f:
             torch.save(dict(state), f)
 
-    def load_state(self) -> dict[str, Any] | None:
-        """The state :meth:`save_state` wrote, or None when there is none yet."""
-        if not self.state_path.is_file():
-            return None
-        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+    def load_state(self, unit_id: str) -> dict[str, Any] | None:
+        """The state saved with ``unit_id``, or None when there is none."""
+        path = self.state_path(unit_id)
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+    def prune_states(self, keep: str) -> None:
+        """Remove every saved state but ``keep``'s (called once ``keep``'s shard is written: the others are older)."""
+        folder = self.root / STATES_DIR
+        for path in folder.glob("*.pt") if folder.is_dir() else ():
+            if path.stem != keep:
+                path.unlink(missing_ok=True)
 
     # -- artifacts: the store's other files, written through it -----------------------------------------------
     def artifact_path(self, name: str) -> Path:
