@@ -117,6 +117,25 @@ def test_transforms_pickle():
     assert tf(torch.zeros(3, 40, 40, dtype=torch.uint8)).shape == (3, 32, 32)
 
 
+def test_class_index_resolves_indices_names_and_wnids_once_for_every_caller():
+    """One resolver for prompt files, ``bench prompts --classes`` and class folders of shifted test sets."""
+    c100, imagenet = get_dataset("cifar100"), get_dataset("imagenet")
+    assert c100.class_index(47) == c100.class_index(" 47 ") == c100.class_index("maple_tree") == 47
+    assert c100.class_index("Maple-Tree") == c100.class_index("maple  tree") == 47  # case, "_", "-", spaces alike
+    assert imagenet.class_index(TENCH) == 0 and imagenet.class_index("goldfish") == 1
+    with pytest.raises(
+        UserError, match=r"^--classes: unknown class 'mapel tree' for cifar100\. Did you mean: maple_tree"
+    ):
+        c100.class_index("mapel tree", where="--classes")
+    with pytest.raises(UserError, match="a class must be a name or an index"):
+        c100.class_index(True)
+    # default: returned instead of raising (class folders list every unknown one in one error)
+    assert c100.class_index("mapel tree", default=None) is None
+    assert c100.class_index(100, default=None) is None
+    assert imagenet.class_index("crane", default=None) is None  # 134 (bird) and 517 (machine)
+    assert get_dataset("digits").class_index(TENCH, default=None) is None  # wnids only where the spec has them
+
+
 def test_unknown_split():
     with pytest.raises(UserError, match="Unknown split 'dev'"):
         get_dataset("digits").load("dev")

@@ -200,7 +200,7 @@ def test_cutmix_changes_the_trajectory():
 
 
 def test_local_save_pretrained_folder_matches_tiny(tmp_path):
-    from dfkd.synthesis.diffusion import save_tiny_pretrained
+    from dfkd.synthesis.diffusion_configs import save_tiny_pretrained
 
     folder = save_tiny_pretrained(tmp_path / "tiny-sd")
     unit = _synth(_teacher(0)).plan()[0]

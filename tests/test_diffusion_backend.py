@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dfkd.errors import ConfigError, UserError
-from dfkd.synthesis.diffusion import DiffusionBackend, GeneratorConfig, build_tiny_components, save_tiny_pretrained
+from dfkd.synthesis.diffusion import DiffusionBackend, GeneratorConfig
+from dfkd.synthesis.diffusion_configs import build_tiny_components, save_tiny_pretrained
 from dfkd.synthesis.tokenizer import clip_tokenizer
 
 PROMPT = "A realistic photo."
@@ -100,7 +101,8 @@ def test_batched_cfg_matches_two_calls(backend, text):
     t = backend.timesteps(10)[3]
     z = _latents(backend, 4)
     batched = backend.predict_noise(z, t, cond, uncond, 3.0)
-    naive = backend.predict_noise_unbatched(z, t, cond, uncond, 3.0)
+    eps_c, eps_u = backend._unet(z, t, cond.expand(4, -1, -1)), backend._unet(z, t, uncond.expand(4, -1, -1))
+    naive = eps_u + 3.0 * (eps_c - eps_u)  # two separate U-Net calls (cfg_batch=False), (4, C, h, w)
     torch.testing.assert_close(batched, naive, atol=1e-5, rtol=0)
     per_sample = backend.predict_noise(z, t, cond.expand(4, -1, -1), uncond.expand(4, -1, -1), 3.0)
     torch.testing.assert_close(batched, per_sample, atol=1e-5, rtol=0)

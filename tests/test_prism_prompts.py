@@ -26,18 +26,17 @@ from dfkd.methods.prism_prompts import (
     class_phrases,
     compose_prompt,
     curated_phrases,
-    farthest_point_sampling,
     gloss_phrase,
     load_prompt_file,
-    open_clip_text_encoder,
     parse_generated,
     prompt_sets_digest,
-    resolve_class,
     sample_prompt,
     save_prompt_file,
     select_prompts,
     with_article,
 )
+from dfkd.metrics.features import open_clip_text_encoder
+from dfkd.metrics.manifold import farthest_point_sampling
 
 SMALL = PromptConfig(prompts_per_class=6, candidates_per_class=20)
 TINY_CLIP = {  # an open_clip model config small enough to build in well under a second
@@ -167,7 +166,7 @@ def test_curated_phrases_cover_their_data_sets():
     for name in ("cifar10", "cifar100", "digits"):
         spec = get_dataset(name)
         table = curated_phrases()[name]
-        assert {resolve_class(k, spec) for k in table} == set(range(spec.num_classes)), name
+        assert {spec.class_index(k) for k in table} == set(range(spec.num_classes)), name
         phrases = class_phrases(spec)
         assert len(set(phrases)) == spec.num_classes
     c10, c100 = class_phrases(get_dataset("cifar10")), class_phrases(get_dataset("cifar100"))
@@ -188,15 +187,15 @@ def test_other_data_sets_get_the_name_with_spaces_and_an_article():
 
 def test_resolve_class_by_index_name_wnid_and_helpful_errors():
     imagenet, c100 = get_dataset("imagenet"), get_dataset("cifar100")
-    assert resolve_class(134, imagenet) == resolve_class("134", imagenet) == 134
-    assert resolve_class("n01440764", imagenet) == 0
-    assert resolve_class("maple tree", c100) == resolve_class("maple_tree", c100) == 47
+    assert imagenet.class_index(134) == imagenet.class_index("134") == 134
+    assert imagenet.class_index("n01440764") == 0
+    assert c100.class_index("maple tree") == c100.class_index("maple_tree") == 47
     with pytest.raises(UserError, match=r"ambiguous.*134 and 517"):
-        resolve_class("crane", imagenet)
+        imagenet.class_index("crane")
     with pytest.raises(UserError, match="Did you mean: maple_tree"):
-        resolve_class("mapel_tree", c100)
+        c100.class_index("mapel_tree")
     with pytest.raises(UserError, match="out of range"):
-        resolve_class(100, c100)
+        c100.class_index(100)
 
 
 # ---------------------------------------------------------------------------------------------

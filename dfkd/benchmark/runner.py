@@ -159,6 +159,8 @@ def generate_unit(
     if stateful:
         store.save_state(unit.id, synth.state_dict())
     info = {"seconds": seconds, "images": n, "rank": rank, "host": platform.node()}
+    if out.generator_steps is not None:
+        info["generator_steps"] = int(out.generator_steps)
     store.write_unit(unit.id, images, table, info=info)
     if stateful:
         store.prune_states(keep=unit.id)
@@ -489,6 +491,7 @@ def distil_in_loop(
         **synthetic_set_stats(sample.read_table(kept_only=False)),
         "in_loop/images_seen": float(seen),
         "in_loop/generator_seconds": synth.seconds,
+        "synthesis/generator_steps": float(getattr(synth, "generator_steps", 0)),
     }
     return Distilled(result, sample, synth.seconds, seen, extra)
 
@@ -535,8 +538,11 @@ def open_store(synth: Synthesizer | None, p: Prepared, reporter: Reporter, dist:
 
 
 def _from_store(result: TrainResult, store: SyntheticStore, finalize_stats: dict[str, float]) -> Distilled:
-    seconds = sum(float(i.get("seconds", 0.0)) for i in store.unit_info().values())
+    info = store.unit_info().values()
+    seconds = sum(float(i.get("seconds", 0.0)) for i in info)
     extra = {**synthetic_set_stats(store.read_table(kept_only=False)), **finalize_stats}
+    if any("generator_steps" in i for i in info):  # the cost beside seconds: optimiser steps of the synthesis
+        extra["synthesis/generator_steps"] = float(sum(int(i.get("generator_steps", 0)) for i in info))
     return Distilled(result, store, seconds, store.num_images(kept_only=True), extra)
 
 

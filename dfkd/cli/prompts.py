@@ -79,13 +79,13 @@ def main(args: argparse.Namespace) -> int:
 
     from dfkd.datasets import get_dataset
     from dfkd.errors import UserError
-    from dfkd.methods.prism_prompts import PromptBuilder, resolve_class, save_prompt_file
+    from dfkd.methods.prism_prompts import PromptBuilder, save_prompt_file
 
     spec = get_dataset(args.dataset or "digits")
     config = resolve_prompt_config(args)
     if args.limit is not None and args.limit < 0:
         raise UserError("--limit takes a number ≥ 0")
-    labels = [resolve_class(c, spec, where="--classes") for c in args.classes] if args.classes else None
+    labels = [spec.class_index(c, where="--classes") for c in args.classes] if args.classes else None
     labels = list(dict.fromkeys(labels)) if labels else list(range(spec.num_classes))
 
     builder = PromptBuilder(spec, config, device=args.device)

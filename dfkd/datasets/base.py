@@ -12,6 +12,8 @@ split is built, so ``get_dataset(name)`` stays cheap.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dfkd.errors import UserError
+from dfkd.errors import UserError, did_you_mean
 from dfkd.paths import data_dir
 
 SPLITS = ("train", "test")
 _SPLIT_ALIASES = {"val": "test"}  # ImageNet calls its test split "val"
+_RAISE: Any = object()  # class_index without a default: unknown keys raise
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,51 @@ class DatasetSpec:
         Families with richer descriptions override this (ImageNet: WordNet lemmas and definitions).
         """
         return tuple(n.replace("_", " ") for n in self.class_names)
+
+    def class_index(self, key: int | str, where: str = "", *, default: Any = _RAISE) -> int:
+        """A class given as an index (``134``, ``"134"``), a name or, for families with WordNet ids (ImageNet), a wnid
+        (``"n01440764"``) → its label. The one resolver of class keys: prompt files, ``--classes``, class folders.
+
+        Names match exactly first, then ignoring case with ``_``, ``-`` and runs of spaces alike (``"maple tree"`` is
+        ``maple_tree``). Raises ``UserError`` (prefixed by ``where``) for an index out of range, a name several
+        classes share (ImageNet's "crane": use the index) and an unknown name (with the closest names); with
+        ``default`` given, returns it instead (no suggestions computed: a folder of 1000 unknown names stays fast).
+        """
+        names = tuple(self.class_names)
+        k = len(names)
+        prefix = f"{where}: " if where else ""
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            if default is not _RAISE:
+                return default
+            raise UserError(f"{prefix}a class must be a name or an index, not {key!r}")
+        text = str(key).strip()
+        if isinstance(key, int) or text.isdigit():
+            index = int(text)
+            if 0 <= index < k:
+                return index
+            if default is not _RAISE:
+                return default
+            raise UserError(f"{prefix}class index {index} is out of range for {self.name} (0..{k - 1})")
+        exact, normalised = _class_lookup(names)
+        matches = exact.get(text) or normalised.get(_norm_class(text)) or ()
+        wnids = getattr(self, "wnids", None)  # ImageNet's WordNet ids, index = label
+        if not matches and wnids is not None and len(wnids) == k and re.fullmatch(r"n\d{8}", text):
+            matches = [i for i, w in enumerate(wnids) if w == text]
+        if len(matches) == 1:
+            return matches[0]
+        if default is not _RAISE:
+            return default
+        if matches:
+            listed = " and ".join(str(i) for i in matches)
+            raise UserError(
+                f"{prefix}class name {text!r} is ambiguous in {self.name} (classes {listed}); use the index"
+            )
+        normed = {_norm_class(n): n for n in names}
+        hint = did_you_mean(_norm_class(text), normed, n=3, show=normed.__getitem__)
+        raise UserError(
+            f"{prefix}unknown class {text!r} for {self.name}.{hint} Use a class name or an index 0..{k - 1} "
+            f"(`bench prompts --dataset {self.name}` lists them)"
+        )
 
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary for ``bench ls datasets``."""
@@ -149,6 +197,24 @@ class DatasetSpec:
 
     def _load(self, split: str, root: Path, transform: Callable | None, download: bool) -> torch.utils.data.Dataset:
         raise NotImplementedError
+
+
+def _norm_class(name: str) -> str:
+    """A class name for matching: lower case, ``_``, ``-`` and whitespace runs as one space."""
+    return re.sub(r"[\s_-]+", " ", name.strip().lower())
+
+
+@functools.lru_cache(maxsize=8)
+def _class_lookup(names: tuple[str, ...]) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """({name: labels}, {normalised name: labels}) of a data set's class names, built once per name list (a folder
+    of 1000 ImageNet class folders resolves each in O(1))."""
+    exact: dict[str, tuple[int, ...]] = {}
+    normalised: dict[str, tuple[int, ...]] = {}
+    for i, n in enumerate(names):
+        exact[n] = (*exact.get(n, ()), i)
+        key = _norm_class(n)
+        normalised[key] = (*normalised.get(key, ()), i)
+    return exact, normalised
 
 
 class ResizeIfNeeded:

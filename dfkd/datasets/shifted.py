@@ -298,30 +298,10 @@ def _images(folder: Path) -> list[str]:
     return found
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[\s_-]+", " ", name.strip().lower())
-
-
-class _ClassResolver:
-    """Folder name → label: an integer index, a wnid (ImageNet specs) or a class name of the spec."""
-
-    def __init__(self, spec: DatasetSpec):
-        self.num_classes = spec.num_classes
-        wnids = getattr(spec, "wnids", None) if spec.num_classes == 1000 else None
-        self.wnids = {w: i for i, w in enumerate(wnids)} if wnids else {}
-        by_name: dict[str, int | None] = {}
-        for i, n in enumerate(spec.class_names):
-            key = _norm(n)
-            by_name[key] = None if key in by_name else i  # None: ambiguous ("crane" in ImageNet)
-        self.by_name = by_name
-
-    def __call__(self, name: str) -> int | None:
-        if name.isdigit():
-            i = int(name)
-            return i if i < self.num_classes else None
-        if name in self.wnids:
-            return self.wnids[name]
-        return self.by_name.get(_norm(name))
+def _folder_label(spec: DatasetSpec, name: str) -> int | None:
+    """A class folder's label (``DatasetSpec.class_index``: index, wnid or class name), None when it names no class
+    of ``spec`` or several (the caller lists those folders in one error)."""
+    return spec.class_index(name, default=None)
 
 
 def _unresolved_error(folder: Path, bad: list[str], spec: DatasetSpec) -> UserError:
@@ -336,9 +316,8 @@ def _unresolved_error(folder: Path, bad: list[str], spec: DatasetSpec) -> UserEr
 
 def _labelled_images(folder: Path, spec: DatasetSpec) -> list[tuple[str, int]]:
     """``folder/<class>/**/<image>`` → (path, label) sorted by class folder then path."""
-    resolve = _ClassResolver(spec)
     classes = _subdirs(folder)
-    labels = {c: resolve(c) for c in classes}
+    labels = {c: _folder_label(spec, c) for c in classes}
     bad = [c for c, y in labels.items() if y is None]
     if bad:
         raise _unresolved_error(folder, bad, spec)
@@ -351,7 +330,7 @@ def _labelled_images(folder: Path, spec: DatasetSpec) -> list[tuple[str, int]]:
 def _descend(folder: Path, spec: DatasetSpec) -> Path:
     """``folder`` itself, or its only sub-folder when that is not a class folder (an extracted archive)."""
     subdirs = _subdirs(folder)
-    if len(subdirs) == 1 and _ClassResolver(spec)(subdirs[0]) is None:
+    if len(subdirs) == 1 and _folder_label(spec, subdirs[0]) is None:
         inner = folder / subdirs[0]
         if not any(f.lower().endswith((*IMAGE_EXTENSIONS, ".npy")) for f in os.listdir(folder)):
             return inner

@@ -85,6 +85,9 @@ class SynthesisOutput:
     labels: Tensor  # (N,) int64 target classes
     extras: dict[str, Tensor | list] = field(default_factory=dict)  # per-image columns for the store's table
     logs: dict[str, float] = field(default_factory=dict)  # scalars for the progress line
+    # optimiser steps this unit took (a generator's or the images' own), the cost the record sums beside seconds;
+    # None where the method has no such steps (a diffusion sampler's denoising steps are not counted here)
+    generator_steps: int | None = None
 
 
 @dataclass

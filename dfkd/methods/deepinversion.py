@@ -188,7 +188,7 @@ class _DeepInversionSynthesizer(Synthesizer):
         if use_adv:
             student.train(was_training)
         images = self.spec.denormalize(best_x).clamp(0, 1)  # (B, 3, S, S) in [0, 1]
-        return SynthesisOutput(images=images, labels=labels.cpu(), logs=logs)
+        return SynthesisOutput(images=images, labels=labels.cpu(), logs=logs, generator_steps=self.cfg.iterations)
 
     def identity(self) -> dict:
         return {"input_size": self.size, "epochs": self.epochs}

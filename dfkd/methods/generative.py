@@ -116,6 +116,7 @@ class GenerativeSynthesizer(InLoopSynthesizer):
         self.needs_student, self.needs_bn, self.needs_features = needs_student, needs_bn, needs_features
         self.kd_steps = cfg.kd_steps
         self.seconds = 0.0
+        self.generator_steps = 0  # optimiser steps of the generator so far (the record's synthesis cost)
         self.dist = ctx.dist
         with torch.random.fork_rng(devices=[]):  # the generator's initial weights from the run seed alone
             torch.manual_seed(unit_seed(ctx.seed, "generator-init"))
@@ -187,6 +188,7 @@ class GenerativeSynthesizer(InLoopSynthesizer):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.generator_steps += 1
             student.zero_grad(set_to_none=True)  # the student's grads from L_adv are not the student's to use
         self._average_buffers()
         student.train(was_training)
@@ -230,9 +232,11 @@ class GenerativeSynthesizer(InLoopSynthesizer):
             "generator": self.generator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "seconds": self.seconds,
+            "generator_steps": self.generator_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.seconds = float(state.get("seconds", 0.0))
+        self.generator_steps = int(state.get("generator_steps", 0))

@@ -22,18 +22,22 @@ k-th nearest neighbour in its own set (itself excluded) and B(x, ρ) the closed 
   In the Inception-v3 pool space this is FID; here it is computed in whatever space the features come
   from and named after it (``teacher_fd``, ``clip_fd``), never "FID".
 
+* farthest-point sampling (greedy max-min, Gonzalez, 1985, "Clustering to minimize the maximum intercluster
+  distance"): the ``k`` rows of a set that spread over it most, under cosine distance (PRISM's prompt selection).
+
 Every pairwise quantity is computed block by block (``chunk`` × ``chunk`` distances at a time), so memory
 stays bounded for ImageNet-sized sets; the result equals the unblocked computation (tested).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["FeatureStats", "frechet_distance", "knn_radii", "prdc"]
+__all__ = ["FeatureStats", "farthest_point_sampling", "frechet_distance", "knn_radii", "prdc"]
 
 
 def _blocks(a: Tensor, b: Tensor, chunk: int) -> Iterator[tuple[int, int, Tensor]]:
@@ -133,3 +137,31 @@ def frechet_distance(real: Tensor | FeatureStats, fake: Tensor | FeatureStats) -
     tr_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
     fd = (mu1 - mu2).square().sum() + torch.trace(s1) + torch.trace(s2) - 2 * tr_sqrt
     return max(fd.item(), 0.0)
+
+
+def farthest_point_sampling(
+    embeddings: Tensor, k: int, first: int = 0, *, selected: Sequence[int] | None = None
+) -> list[int]:
+    """Greedy max-min (farthest-point) selection of ``k`` rows under cosine distance 1 − cos.
+
+    ``embeddings``: (N, D). Starts from ``selected`` (kept, in order) or from row ``first``; each step adds
+    the row whose distance to its nearest selected row is largest (ties: the lowest index). Deterministic;
+    returns ``k`` distinct indices in selection order.
+    """
+    x = F.normalize(embeddings.detach().float(), dim=1)  # (N, D), rows of norm 1 (0 for zero rows)
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"farthest_point_sampling: k must be in 1..{n}, got {k}")
+    chosen = list(dict.fromkeys(selected)) if selected else [first]
+    if any(not 0 <= i < n for i in chosen):
+        raise ValueError(f"farthest_point_sampling: start indices must be in 0..{n - 1}")
+    if len(chosen) >= k:
+        return chosen[:k]
+    dist = (1 - x @ x[chosen].T).min(dim=1).values  # (N,) distance to the nearest chosen row
+    dist[chosen] = -torch.inf
+    while len(chosen) < k:
+        i = int(torch.argmax(dist))  # first maximal index
+        chosen.append(i)
+        dist = torch.minimum(dist, 1 - x @ x[i])  # (N,)
+        dist[i] = -torch.inf
+    return chosen

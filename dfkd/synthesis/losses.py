@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,14 +29,21 @@ class BNStatistics:
             loss = bn.loss()
     """
 
-    def __init__(self, model: nn.Module, per_image: bool = False):
+    def __init__(self, model: nn.Module, per_image: bool = False, ema: BNMomentum | None = None):
+        if per_image and ema is not None:
+            raise ValueError("BNStatistics: per_image statistics have no momentum form")
         self.per_image = per_image
+        self.ema = ema
         self.terms: list[Tensor] = []
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.handles = [
+            m.register_forward_hook(functools.partial(self._hook, name))
+            for name, m in model.named_modules()
+            if isinstance(m, nn.BatchNorm2d)
+        ]
         if not self.handles:
             raise ValueError(f"{type(model).__name__} has no BatchNorm2d layer: the BN-statistics loss needs one")
 
-    def _hook(self, module: nn.BatchNorm2d, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+    def _hook(self, name: str, module: nn.BatchNorm2d, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         x = inputs[0].float()  # (B, C, H, W)
         if self.per_image:
             mean_i = x.mean(dim=(2, 3))  # (B, C)
@@ -45,6 +55,8 @@ class BNStatistics:
             return
         mean = x.mean(dim=(0, 2, 3))  # (C,)
         var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+        if self.ema is not None:
+            mean, var = self.ema.blend(name, mean, var)  # (C,), (C,)
         term = torch.linalg.vector_norm(var - module.running_var.float()) + torch.linalg.vector_norm(
             mean - module.running_mean.float()
         )
@@ -71,6 +83,51 @@ class BNStatistics:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+class BNMomentum:
+    """The BN-statistics loss with momentum of Fast / NAYER (Fang et al. 2022, ``FAST:datafree/hooks.py:82-114``;
+    ``shared/spec/classic-baselines.md`` §1.2, §9). Per BN layer an EMA (μ̄, σ̄²) of earlier rounds' batch statistics;
+    once it exists the loss compares the running statistics with a blend::
+
+        L_bn = Σ_l ‖rv_l − ((1−m)·σ²_l + m·σ̄²_l)‖₂ + ‖rm_l − ((1−m)·μ_l + m·μ̄_l)‖₂
+
+    The first round uses the plain loss. :meth:`update` (after each synthesis round) folds in the batch statistics of
+    the round's **last** teacher forward: μ̄ ← m·μ̄ + (1−m)·μ_last (the first call seeds μ̄ = μ_last). Pass it to
+    :class:`BNStatistics` as ``ema``; its :meth:`state_dict` belongs in the synthesizer's state."""
+
+    def __init__(self, momentum: float):
+        self.momentum = momentum
+        self.stats: dict[str, tuple[Tensor, Tensor]] = {}  # layer name → (μ̄ (C,), σ̄² (C,))
+        self._last: dict[str, tuple[Tensor, Tensor]] = {}  # this round's latest batch statistics
+
+    def blend(self, name: str, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        """Remember the batch statistics of ``name``; return what the loss compares with the running statistics."""
+        self._last[name] = (mean.detach(), var.detach())
+        if name not in self.stats:
+            return mean, var
+        m = self.momentum
+        ema_mean, ema_var = self.stats[name]
+        return (1 - m) * mean + m * ema_mean.to(mean), (1 - m) * var + m * ema_var.to(var)
+
+    def update(self) -> None:
+        """End of a synthesis round: fold the last batch statistics into the EMA."""
+        m = self.momentum
+        for name, (mean, var) in self._last.items():
+            if name in self.stats:
+                ema_mean, ema_var = self.stats[name]
+                self.stats[name] = (m * ema_mean + (1 - m) * mean, m * ema_var + (1 - m) * var)
+            else:
+                self.stats[name] = (mean, var)
+        self._last = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"momentum": self.momentum, "stats": {k: [m.cpu(), v.cpu()] for k, (m, v) in self.stats.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.momentum = float(state["momentum"])
+        self.stats = {k: (m, v) for k, (m, v) in state["stats"].items()}
+        self._last = {}
 
 
 def total_variation(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -335,9 +335,9 @@ def _train_vae(cfg: GlyphBuildConfig, bank: GlyphBank, ckpt: _Checkpoints, progr
 def _train_diffusion(cfg: GlyphBuildConfig, bank: GlyphBank, vae, tokenizer, ckpt: _Checkpoints, progress: _Progress):
     from diffusers import DDPMScheduler
 
-    from dfkd.synthesis.diffusion import SD15_SCHEDULER_CONFIG, _scheduler_from_dict
+    from dfkd.synthesis.diffusion_configs import SD15_SCHEDULER_CONFIG, scheduler_from_dict
 
-    scheduler: DDPMScheduler = _scheduler_from_dict("ddpm", SD15_SCHEDULER_CONFIG)
+    scheduler: DDPMScheduler = scheduler_from_dict("ddpm", SD15_SCHEDULER_CONFIG)
     alphas = scheduler.alphas_cumprod.float()  # (1000,)
     torch.manual_seed(seed_for(cfg.seed, "diffusion-init"))
     text, unet = build_text_and_unet(len(tokenizer))
@@ -425,7 +425,7 @@ def write_folder(out: Path, vae, unet, text, tokenizer, classifier, recipe: dict
     import diffusers
     from safetensors.torch import save_file
 
-    from dfkd.synthesis.diffusion import SD15_SCHEDULER_CONFIG
+    from dfkd.synthesis.diffusion_configs import SD15_SCHEDULER_CONFIG
 
     out.mkdir(parents=True, exist_ok=True)
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text)):
