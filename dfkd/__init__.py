@@ -7,8 +7,9 @@ Public API (imported lazily so ``import dfkd`` stays cheap)::
     method = dfkd.create_method("deepinversion", iterations=500)
     model = dfkd.create_model("wrn40_2", num_classes=100)
     spec = dfkd.get_dataset("cifar10")
-    cfg = dfkd.resolve_run_config(method="noise_kd", dataset="digits", sets=["distill.epochs=2"])
-    record = dfkd.run(cfg)
+    record = dfkd.run(method="noise_kd", dataset="digits", distill={"epochs": 2})   # real values, or a RunConfig
+    student = record.load_student()                                               # eval mode, on the CPU
+    df = dfkd.load_runs("runs")                                                   # every record, one row each
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ _EXPORTS = {
     "resolve_run_config": "dfkd.benchmark.assembly",
     "RunConfig": "dfkd.config",
     "DistillConfig": "dfkd.config",
-    "run": "dfkd.benchmark.runner",
+    "run": "dfkd.api",
+    "load_runs": "dfkd.api",
     "validate": "dfkd.benchmark.runner",
     "RunRecord": "dfkd.benchmark.records",
     "SyntheticStore": "dfkd.synthesis.store",

@@ -445,3 +445,27 @@ def replace_path(obj: Any, path: list[str], value: Any) -> Any:
     if head not in names:
         raise _unknown_key(head, names, "")
     return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})
+
+
+def field_docs(cls: type) -> dict[str, tuple[str, Any, str]]:
+    """``{field: (type, default, comment)}`` of a config dataclass, the comment read from the ``# ...`` that follows
+    the field in its source (the single source of defaults documents itself; ``bench config show``)."""
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        source = ""
+    comments = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.*)$", source, re.M)}
+    out: dict[str, tuple[str, Any, str]] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        type_ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out[f.name] = (type_, default, comments.get(f.name, ""))
+    return out

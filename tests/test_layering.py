@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distill",),
     ("methods",),
     ("benchmark",),
-    ("cli", "__init__", "__main__"),
+    ("api", "cli", "__init__", "__main__"),
 )
 LEVEL = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 
@@ -32,7 +32,9 @@ def part_of(module: str) -> str | None:
     names = module.split(".")
     if names[0] != "dfkd":
         return None
-    return names[1] if len(names) > 1 else "__init__"
+    if len(names) == 1 or names[1] not in LEVEL:  # `dfkd` itself, or a name it defines (`from dfkd import __version__`)
+        return "__init__"
+    return names[1]
 
 
 def imports() -> dict[str, set[tuple[str, str]]]:

@@ -99,7 +99,28 @@ class RunRecord:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RecordError(f"{path}: not a readable run record ({one_line(e)})") from None
-        return cls.from_dict(data, path)
+        record = cls.from_dict(data, path)
+        record._folder = path.parent
+        return record
+
+    def load_student(self, run_folder: str | Path | None = None, device: str = "cpu") -> Any:
+        """The trained student of this run (its last checkpoint, ``checkpoints/last.pt`` in the run folder), built
+        with its architecture and in eval mode. ``run_folder``: where the record lives (known when it was read)."""
+        import torch
+
+        from dfkd.datasets import get_dataset
+        from dfkd.models import create_model
+
+        folder = Path(run_folder) if run_folder is not None else getattr(self, "_folder", None)
+        if folder is None:
+            raise UserError("RunRecord.load_student: pass run_folder (this record was not read from a file)")
+        checkpoint = folder / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            raise UserError(f"{checkpoint} does not exist: the run's checkpoints were deleted or moved")
+        model = create_model(self.student, get_dataset(self.dataset).num_classes)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)["student"]
+        model.load_state_dict(state)
+        return model.to(device).eval()
 
 
 class RecordError(UserError):
@@ -219,7 +240,15 @@ def safe_name(name: str) -> str:
 
 
 def run_dir(output_dir: str | Path, dataset: str, teacher: str, student: str, method: str, run_id: str) -> Path:
-    return Path(output_dir) / dataset / f"{safe_name(teacher)}-{safe_name(student)}" / method / run_id
+    return Path(output_dir) / dataset / f"{safe_name(teacher)}-{safe_name(student)}" / safe_name(method) / run_id
+
+
+def record_path(output_dir: str | Path, record: RunRecord) -> Path:
+    """Where ``record`` lives under ``output_dir``."""
+    return (
+        run_dir(output_dir, record.dataset, record.teacher, record.student, record.method, record.run_id)
+        / "record.json"
+    )
 
 
 def git_hash() -> str | None:

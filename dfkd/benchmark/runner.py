@@ -440,7 +440,8 @@ def distil_offline(
             f"warning: {p.cfg.method} kept {finalize_stats[f'{p.cfg.method}/shortfall']:.0f} images fewer than its "
             f"budget; per class, with the styles it dropped: {store.artifact_path('shortfall.json')}"
         )
-    result = trainer.fit(store.dataset(p.spec.train_transform()))
+    with reporter.stage("distill", f"{p.cfg.distill.epochs} epochs on {store.num_images()} stored images"):
+        result = trainer.fit(store.dataset(p.spec.train_transform()))
     return _from_store(result, store, finalize_stats)
 
 
@@ -466,7 +467,11 @@ def distil_pool(
                 generate_unit(synth, unit, store, p.teacher, p.spec, p.device, student=p.student)
         return store.dataset(transform, units={u.id for u in units[: epoch + 1]})  # the pool so far, not the store
 
-    result = trainer.fit(pool_for_epoch, steps_per_epoch=p.method.kd_steps_per_epoch())
+    detail = (
+        f"{p.cfg.distill.epochs} epochs, each one synthesis unit then {p.method.kd_steps_per_epoch()} student steps"
+    )
+    with reporter.stage("distill", detail):  # synthesis interleaved: its seconds are in the record's synthesis time
+        result = trainer.fit(pool_for_epoch, steps_per_epoch=p.method.kd_steps_per_epoch())
     if dist.is_main:
         store.mark_complete([u.id for u in units])
     return _from_store(result, store, {})
@@ -480,7 +485,8 @@ def distil_in_loop(
     if not isinstance(synth, InLoopSynthesizer):
         raise RuntimeError(f"{p.cfg.method} has shape in_loop but its synthesizer is not an InLoopSynthesizer")
     steps = p.method.config.steps_per_epoch
-    result = trainer.fit_in_loop(synth, steps_per_epoch=steps)
+    with reporter.stage("distill", f"{p.cfg.distill.epochs} epochs × {steps} steps, the generator in the loop"):
+        result = trainer.fit_in_loop(synth, steps_per_epoch=steps)
     with dist.main_first():  # rank 0 creates the manifest
         sample = SyntheticStore.open(out / "generator-sample", config_hash=out.name, meta={"what": "final generator"})
     if not sample.is_complete:
@@ -500,7 +506,8 @@ def distil_real_data(
     synth: Synthesizer | None, trainer: Trainer, p: Prepared, out: Path, reporter: Reporter, dist: DistContext
 ) -> Distilled:
     """Shape ``real_data`` (real KD, the upper bound): the real training split. No other shape reads it."""
-    result = trainer.fit(p.spec.load("train", p.cfg.data_root))
+    with reporter.stage("distill", f"{p.cfg.distill.epochs} epochs on the real training split"):
+        result = trainer.fit(p.spec.load("train", p.cfg.data_root))
     return Distilled(result, None, 0.0, 0, {})
 
 
@@ -694,7 +701,7 @@ def _finish(record: RunRecord, record_path: Path, cfg: RunConfig, reporter: Repo
     run (``repair``) prints the table again, rewrites the leaderboard (so a row lost to a late kill comes back) and
     rewrites the report only if its page or figures are missing, saying what it repaired."""
     out = record_path.parent
-    reporter.summary(record, record_path)
+    reporter.summary(record, record_path, reported_again=repair)
     board = Path(cfg.output_dir) / f"leaderboard-{cfg.dataset}.csv"
     before = board.read_bytes() if board.is_file() else None
     update_leaderboard(cfg.output_dir, cfg.dataset, reporter)
@@ -737,22 +744,39 @@ def update_leaderboard(output_dir: str | Path, dataset: str, reporter: Reporter 
 
 
 def validate(cfg: RunConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Build ``cfg`` with tiny random models (resnet8 teacher and student), generate ONE synthesis unit
-    and take ONE distillation step; nothing is written. Catches config and wiring errors in seconds."""
+    """Build ``cfg`` with the teacher and student architectures it names, at random weights, generate ONE synthesis
+    unit and take ONE distillation step; nothing is written. Catches config and wiring errors in seconds.
+
+    The teacher is checked as ``bench run`` would find it: a checkpoint that is missing (and that ``bench run`` would
+    not train) is refused with the same one-line error; its weights are not loaded (random weights suffice to test
+    the wiring, and keep the check fast), which the report says."""
+    from dfkd.benchmark.teachers import BUNDLE_HELP, CHEAP_TO_TRAIN
     from dfkd.datasets import get_dataset
     from dfkd.distill.trainer import make_optimizer
-    from dfkd.models import create_model
+    from dfkd.models import check_model_name, create_model
 
     reporter = reporter or Reporter()
     spec = get_dataset(cfg.dataset)
     device = resolve_device(cfg.device)
+    ref = resolve_teacher(cfg.teacher, cfg.teacher_arch, spec)
+    check_model_name(ref.arch)
+    if ref.path is not None and not ref.path.is_file():
+        trainable = spec.name in CHEAP_TO_TRAIN if cfg.train_teacher is None else cfg.train_teacher
+        if not trainable:
+            help_ = BUNDLE_HELP.format(dir=ref.path.parent, dataset=spec.name, arch=ref.arch)
+            raise UserError(f"No teacher checkpoint at {ref.path}: {help_}")
     torch.manual_seed(cfg.seed)
-    teacher = create_model("resnet8", spec.num_classes).to(device).eval().requires_grad_(False)
-    cfg = dataclasses.replace(cfg, student="resnet8")
+    teacher = create_model(ref.arch, spec.num_classes).to(device).eval().requires_grad_(False)
     p = prepare(cfg, reporter, teacher=teacher)
     synth = p.method.build_synthesizer(p.ctx)
     distiller = p.method.build_distiller(p.ctx)
-    report: dict[str, Any] = {"method": cfg.method, "dataset": cfg.dataset}
+    found = "zoo weights" if ref.zoo else ("file found" if ref.path and ref.path.is_file() else "trained by bench run")
+    report: dict[str, Any] = {
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "teacher": f"{ref.arch} (random weights; {found})",
+        "student": f"{p.student_name} (random weights)",
+    }
     if synth is not None:
         units = synth.plan()
         t0 = time.perf_counter()

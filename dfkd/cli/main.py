@@ -22,6 +22,8 @@ VERBS = {
     "report": "dfkd.cli.report",
     "compare": "dfkd.cli.compare",
     "generator": "dfkd.cli.generator",
+    "config": "dfkd.cli.config",
+    "env": "dfkd.cli.env",
 }
 
 
@@ -29,8 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench",
         description="dfkd-bench: run, compare and extend data-free knowledge distillation methods.",
-        epilog="With no verb, `bench` runs the embedded default: `bench run` (diffdfkd on digits, CPU, minutes).",
+        epilog="start with `bench run` (the embedded default: diffdfkd on digits, CPU, minutes); "
+        "`bench VERB --help` shows each verb's options with examples.",
     )
+    from dfkd import __version__
+
+    parser.add_argument("--version", action="version", version=f"dfkd-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for module in VERBS.values():
@@ -41,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv or ["run"])
-    if args.verb is None:
-        args = parser.parse_args(["run", *argv]) if not argv or argv[0].startswith("-") else args
+    args = parser.parse_args(argv)
+    if args.verb is None:  # `bench` alone: what it can do, not a multi-minute run
+        parser.print_help()
+        return 0
+    _quiet_third_party_bars()
     from dfkd.errors import UserError
 
     try:
@@ -67,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
+
+
+def _quiet_third_party_bars() -> None:
+    """Under a scheduler or with stderr redirected, the libraries' own tqdm bars (weights loading, Hub downloads)
+    would fill the log with carriage returns: switch them off (our progress prints plain lines there instead)."""
+    import os
+
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def _io_message(e: OSError) -> str | None:

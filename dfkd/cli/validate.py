@@ -11,9 +11,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "validate",
         help="check a config in seconds: tiny models, one synthesis unit, one distillation step",
-        description="Resolve the config exactly as `bench run` would, then build it with random resnet8 teacher "
-        "and student (no checkpoint, no data set download), generate ONE synthesis unit and take ONE "
-        "distillation step. Nothing is written. Exit 0 means the method, config and wiring work.",
+        description="Resolve the config exactly as `bench run` would, check that its teacher exists (or would be "
+        "trained), then build the teacher and student architectures it names at random weights (no weights loaded, "
+        "no data set download), generate ONE synthesis unit and take ONE distillation step. Nothing is written. "
+        "Exit 0 means the method, config and wiring work.",
+        epilog="example:\n  bench validate --method diffdfkd --dataset cifar10 --set generator.path=tiny",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(p)
     p.set_defaults(func=main)
