@@ -215,7 +215,7 @@ def test_bench_report_and_compare_cli(two_runs, tmp_path, capsys):
     a, b = runs["noise_kd"][1], runs["deepinversion"][1]
     assert bench(["report", str(a / "record.json"), "--out", str(tmp_path / "one.html"), "--classes", "3"]) == 0
     assert (tmp_path / "one.html").is_file() and (tmp_path / "one-grid.png").is_file()
-    assert bench(["compare", str(a), str(b), "-o", str(tmp_path / "two.html")]) == 0
+    assert bench(["compare", str(a), str(b), "--out", str(tmp_path / "two.html")]) == 0
     assert "<th>deepinversion</th>" in (tmp_path / "two.html").read_text()
     assert bench(["report", str(tmp_path / "nowhere")]) == 1
     assert "has no record.json" in capsys.readouterr().err

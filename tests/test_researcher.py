@@ -100,3 +100,21 @@ def test_python_api_takes_real_values_and_gives_records_frames_and_students(tmp_
     assert capsys.readouterr().out.strip() == frame.loc[0, "path"]
     assert main([*argv, "-o", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run_id"] == record.run_id
+
+
+def test_every_verb_has_examples_that_parse_and_dash_o_is_a_folder_everywhere():
+    import argparse
+    import shlex
+
+    from dfkd.cli.main import EXAMPLES, build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in verbs.items():
+        assert sub.epilog and "example" in sub.epilog, f"bench {name} --help has no example"
+        for action in sub._actions:
+            if "-o" in action.option_strings:
+                assert action.dest in ("output_dir", "out") and (action.metavar in (None, "DIR")), (name, action.dest)
+    for lines in EXAMPLES.values():
+        for line in lines:
+            parser.parse_args(shlex.split(line)[1:])  # every example's flags exist

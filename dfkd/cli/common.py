@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -46,3 +47,19 @@ def resolve(args: argparse.Namespace, **extra_flags: Any):
     return resolve_run_config(
         method=args.method, dataset=args.dataset, config_file=args.config_file, sets=args.sets, flags=flags
     )
+
+
+# `-o` means the same in every verb: the output FOLDER. Verbs that write one file also take `--out FILE`.
+def add_output_options(p: argparse.ArgumentParser, file_name: str, default_dir: str) -> None:
+    """``-o/--output-dir DIR`` (the file goes to DIR/``file_name``) and ``--out FILE`` (an exact file)."""
+    p.add_argument(
+        "--output-dir", "-o", metavar="DIR", help=f"folder to write {file_name} into (default {default_dir})"
+    )
+    p.add_argument("--out", metavar="FILE", help=f"exact file to write instead of DIR/{file_name}")
+
+
+def output_file(args: argparse.Namespace, file_name: str, default_dir: str | Path) -> Path:
+    """The file ``add_output_options`` asked for."""
+    if args.out:
+        return Path(args.out).expanduser()
+    return Path(args.output_dir or default_dir).expanduser() / file_name

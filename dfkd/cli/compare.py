@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dfkd.cli.common import add_output_options, output_file
 from dfkd.cli.report import add_grid_options
 
 
@@ -15,7 +16,7 @@ def add_parser(sub) -> None:
         "grid column group and one curve/histogram series per run.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (each with record.json)")
-    p.add_argument("--out", "-o", default="compare.html", help="HTML file to write (default ./compare.html)")
+    add_output_options(p, "compare.html", ".")
     add_grid_options(p)
     p.set_defaults(func=main)
 
@@ -23,5 +24,9 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     from dfkd.benchmark.report import write_report
 
-    print(write_report(args.run_dirs, args.out, grid_classes=args.classes, grid_images=args.images))
+    print(
+        write_report(
+            args.run_dirs, output_file(args, "compare.html", "."), grid_classes=args.classes, grid_images=args.images
+        )
+    )
     return 0

@@ -16,6 +16,9 @@ def add_parser(sub) -> None:
         "--runs", nargs="+", default=["runs"], metavar="DIR", help="folder(s) searched for record.json (default ./runs)"
     )
     p.add_argument("--dataset", "-d", help="only this data set")
+    p.add_argument(
+        "--output-dir", "-o", metavar="DIR", help="folder for leaderboard-<dataset>.csv/.md (default: --runs)"
+    )
     p.add_argument("--out", help="output .csv file or folder (default: the --runs folder)")
     p.add_argument("--no-reference", action="store_true", help="leave out the published reference rows")
     p.set_defaults(func=main)
@@ -32,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
     if not datasets:
         raise UserError(f"No record.json under {' '.join(args.runs)}; run `bench run` first or pass --runs DIR")
     reference = None if args.no_reference else load_reference()
-    out = Path(args.out) if args.out else Path(args.runs[0])
+    out = Path(args.out or args.output_dir or args.runs[0])
     for dataset in datasets:
         df = build_leaderboard([r for r in records if r["dataset"] == dataset], dataset=dataset, reference=reference)
         target = out if out.suffix == ".csv" and len(datasets) == 1 else out / f"leaderboard-{dataset}.csv"

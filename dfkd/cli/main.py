@@ -27,6 +27,56 @@ VERBS = {
 }
 
 
+# one or more examples per verb (and sub-verb), shown at the end of its --help
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "ls": ("bench ls methods", "bench ls models 'wrn*'", "bench ls datasets"),
+    "leaderboard": ("bench leaderboard --runs runs -o results/", "bench leaderboard --runs runs/a runs/b -d cifar10"),
+    "teacher": ("bench teacher train --dataset digits --arch resnet20", "bench teacher eval --dataset digits"),
+    "teacher train": ("bench teacher train --dataset digits --arch resnet20",),
+    "teacher eval": ("bench teacher eval --dataset cifar10 --arch resnet34",),
+    "synth": ("bench synth info runs/digits/resnet20-resnet8/diffdfkd/seed0-*",),
+    "synth export": ("bench synth export runs/digits/resnet20-resnet8/diffdfkd/seed0-* /tmp/images",),
+    "synth info": ("bench synth info ~/.cache/dfkd/stores/digits/prism/<hash>",),
+    "prompts": ("bench prompts --dataset cifar10 --classes cat dog --limit 5", "bench prompts -d digits -o ."),
+    "suite": ("bench suite ls", "bench suite run digits --dry-run", "bench suite run cifar-table --shard 0/8"),
+    "suite run": ("bench suite run digits", "bench suite run cifar-table --shard 3/8 --dry-run"),
+    "suite ls": ("bench suite ls",),
+    "report": ("bench report runs/digits/resnet20-resnet8/diffdfkd/seed0-*",),
+    "compare": ("bench compare runs/digits/resnet20-resnet8/*/seed0-* -o .",),
+    "generator": ("bench generator show glyphs", "bench generator build glyphs -o /tmp/glyphs"),
+    "generator build": ("bench generator build glyphs -o /tmp/glyphs",),
+    "generator show": ("bench generator show glyphs",),
+    "config show": ("bench config show deepinversion", "bench config show distill --dataset cifar10"),
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; each option's default shown where it has one and the help does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or not action.option_strings
+            or isinstance(default, bool)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _explain(parser: argparse.ArgumentParser, key: str) -> None:
+    """Our formatter and the verb's examples on ``parser`` and its sub-verbs."""
+    parser.formatter_class = _HelpFormatter
+    if key in EXAMPLES and not (parser.epilog and "example" in parser.epilog):
+        parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[key])
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _explain(child, f"{key} {name}".strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -41,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for module in VERBS.values():
         importlib.import_module(module).add_parser(sub)
+    for name, child in sub.choices.items():
+        _explain(child, name)
     return parser
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dfkd.cli.common import add_set_option
+from dfkd.cli.common import add_set_option, output_file
 
 
 def add_parser(sub) -> None:
@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--classes", nargs="+", metavar="CLASS", help="class indices or names (default: all classes)")
     p.add_argument("--limit", type=int, help="prompts shown per class (default: all; --out always gets all)")
-    p.add_argument("--out", "-o", metavar="FILE", help="save the prompt sets as FILE.yaml or FILE.jsonl")
+    p.add_argument("--output-dir", "-o", metavar="DIR", help="save the prompt sets as DIR/prompts-<dataset>.yaml")
+    p.add_argument("--out", metavar="FILE", help="save the prompt sets as FILE.yaml or FILE.jsonl")
     p.add_argument("--device", help="where open_clip (coverage selection) and a text model run (default cpu)")
     p.set_defaults(func=main)
 
@@ -113,8 +114,8 @@ def main(args: argparse.Namespace) -> int:
             console.print(f"  {escape(e.prompt)}", soft_wrap=True, highlight=False)
         if len(shown) < len(entries):
             console.print(f"  [dim]… {len(entries) - len(shown)} more[/]")
-    if args.out:
-        path = save_prompt_file(args.out, spec, sets)
+    if args.out or args.output_dir:
+        path = save_prompt_file(output_file(args, f"prompts-{spec.name}.yaml", "."), spec, sets)
         total = sum(len(v) for v in sets.values())
         console.print(
             f"\nwrote {total} prompts for {len(sets)} classes to {escape(str(path))}; use it with "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dfkd.cli.common import add_output_options, output_file
+
 
 def add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, help="classes in the image grid (default: the run's diagnose.grid_classes)")
@@ -19,7 +21,7 @@ def add_parser(sub) -> None:
         "per-class top-1; the figures are also written as PNG files beside it. `bench run` writes it itself.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (runs/<dataset>/<teacher>-<student>/<method>/<id>)")
-    p.add_argument("--out", "-o", help="HTML file to write (default RUN_DIR/report.html)")
+    add_output_options(p, "report.html", "RUN_DIR")
     add_grid_options(p)
     p.set_defaults(func=main)
 
@@ -29,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
 
     from dfkd.benchmark.report import write_report
 
-    out = Path(args.out) if args.out else Path(args.run_dir).expanduser() / "report.html"
+    out = output_file(args, "report.html", Path(args.run_dir).expanduser())
     path = write_report([args.run_dir], out, grid_classes=args.classes, grid_images=args.images)
     print(path)
     return 0
