@@ -384,3 +384,26 @@ def test_protocols_are_never_averaged_together_and_reference_rows_sit_with_publi
     md = write_leaderboard(df, tmp_path / "out")[1].read_text()
     sections = [line for line in md.splitlines() if line.startswith("## Protocol: ")]
     assert sections == ["## Protocol: matched", "## Protocol: published", "## Protocol: unstated"]
+
+
+def test_paper_view_puts_methods_by_pairs_with_the_published_number_beside_ours(tmp_path: Path) -> None:
+    from dfkd.benchmark.leaderboard import paper_markdown, paper_view, write_paper_view
+
+    common = {"dataset": "cifar10", "teacher": "resnet34", "student": "resnet18", "protocol": "published"}
+    records = [
+        make_record(run_id="a", seed=0, student_top1=90.0, **common),
+        make_record(run_id="b", seed=1, student_top1=92.0, **common),
+        make_record(run_id="m", method="noise_kd", protocol="matched", **{k: common[k] for k in ("teacher", "student")},
+                    dataset="cifar10"),
+    ]  # fmt: skip
+    tables = paper_view(build_leaderboard(records, dataset="cifar10", reference=load_reference()))
+    published = tables[("cifar10", "published")]
+    dafl = published[published["method"] == "dafl"].iloc[0]
+    assert dafl["resnet34→resnet18"] == "91.00 ± 1.41 [92.22]"  # ours (last epoch, 2 seeds) [published, best]
+    assert dafl["vgg11→resnet18"] == "[81.10]"  # a published pair we did not run
+    matched = tables[("cifar10", "matched")]
+    assert list(matched.columns) == ["method", "resnet34→resnet18"] and matched.iloc[0]["method"] == "noise_kd"
+    assert "[" not in matched.iloc[0]["resnet34→resnet18"]  # published numbers only beside published runs
+    assert "## cifar10 — published" in paper_markdown(tables)
+    (path,) = write_paper_view(build_leaderboard(records, dataset="cifar10", reference=load_reference()), tmp_path)
+    assert path.name == "leaderboard-cifar10-paper.md" and "91.00 ± 1.41 [92.22]" in path.read_text()

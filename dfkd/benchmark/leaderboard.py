@@ -43,6 +43,7 @@ __all__ = [
     "build_leaderboard",
     "load_records",
     "load_reference",
+    "paper_view",
     "write_leaderboard",
 ]
 
@@ -331,4 +332,83 @@ def write_leaderboard(df: pd.DataFrame, out: str | Path) -> list[Path]:
         part = df[df["dataset"] == name].reset_index(drop=True)
         empty_extras = [c for c in part.columns[len(LEADERBOARD_COLUMNS) :] if part[c].isna().all()]
         written += _write_pair(part.drop(columns=empty_extras), out / f"leaderboard-{name}.csv")
+    return written
+
+
+# -- paper view ----------------------------------------------------------------------------------
+
+
+def _cell(mean: float, std: float, seeds: int) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{mean:.2f}" if seeds < 2 or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def paper_view(df: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """The leaderboard shaped like the papers' tables (CMI / Fast / DM-KD READMEs): one table per (data set,
+    protocol), methods as rows, teacher→student pairs as columns; a cell is our last-epoch top-1, mean ± std over
+    seeds, with the published number (best over epochs, as the authors report it) beside it in brackets where the
+    reference table has one. Reference-only methods appear as rows of brackets, so the table lists what was not run."""
+    tables: dict[tuple[str, str], pd.DataFrame] = {}
+    measured = df[df["kind"] == "measured"]
+    reference = df[df["kind"] == "reference"]
+    for (dataset, protocol), part in measured.groupby(["dataset", "protocol"], sort=False):
+        published = reference[reference["dataset"] == dataset] if protocol == "published" else reference.iloc[0:0]
+        pairs = list(dict.fromkeys(f"{t}→{s}" for t, s in zip(part["teacher"], part["student"], strict=True)))
+        if protocol == "published":
+            pairs += [
+                p
+                for p in dict.fromkeys(
+                    f"{t}→{s}" for t, s in zip(published["teacher"], published["student"], strict=True)
+                )
+                if p not in pairs
+            ]
+        methods = list(dict.fromkeys([*part["method"], *published["method"]]))
+        rows = []
+        for method in methods:
+            row = {"method": method}
+            for pair in pairs:
+                teacher, student = pair.split("→")
+                ours = part[(part["method"] == method) & (part["teacher"] == teacher) & (part["student"] == student)]
+                theirs = published[
+                    (published["method"] == method)
+                    & (published["teacher"] == teacher)
+                    & (published["student"] == student)
+                ]
+                text = ""
+                if len(ours):
+                    r = ours.iloc[0]
+                    text = _cell(float(r["student_top1_mean"]), float(r["student_top1_std"]), int(r["n_seeds"]))
+                if len(theirs):
+                    text = f"{text} [{float(theirs.iloc[0]['student_top1_best_mean']):.2f}]".strip()
+                row[pair] = text
+            rows.append(row)
+        tables[(str(dataset), str(protocol))] = pd.DataFrame(rows, columns=["method", *pairs])
+    return tables
+
+
+def paper_markdown(tables: Mapping[tuple[str, str], pd.DataFrame]) -> str:
+    """The paper view as Markdown, one section per (data set, protocol)."""
+    out = []
+    for (dataset, protocol), table in tables.items():
+        out.append(f"## {dataset} — {protocol}\n")
+        out.append(
+            "Student top-1 (%) at the last epoch, mean ± std over seeds; [published number, best over epochs].\n"
+        )
+        header = "| " + " | ".join(table.columns) + " |"
+        out += [header, "|" + "---|" * len(table.columns)]
+        out += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+        out.append("")
+    return "\n".join(out)
+
+
+def write_paper_view(df: pd.DataFrame, folder: str | Path) -> list[Path]:
+    """``leaderboard-<dataset>-paper.md`` per data set in ``df`` (every protocol of it), in ``folder``."""
+    tables = paper_view(df)
+    written = []
+    for dataset in dict.fromkeys(d for d, _ in tables):
+        path = Path(folder) / f"leaderboard-{dataset}-paper.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(paper_markdown({k: v for k, v in tables.items() if k[0] == dataset}), encoding="utf-8")
+        written.append(path)
     return written

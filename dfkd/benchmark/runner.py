@@ -733,11 +733,18 @@ def synthetic_set_stats(table: dict[str, Any]) -> dict[str, float]:
 
 
 def update_leaderboard(output_dir: str | Path, dataset: str, reporter: Reporter | None = None) -> list[Path]:
-    from dfkd.benchmark.leaderboard import build_leaderboard, load_records, load_reference, write_leaderboard
+    from dfkd.benchmark.leaderboard import (
+        build_leaderboard,
+        load_records,
+        load_reference,
+        write_leaderboard,
+        write_paper_view,
+    )
 
     records = [r for r in load_records(output_dir) if r.get("dataset") == dataset]
     df = build_leaderboard(records, dataset=dataset, reference=load_reference())
     paths = write_leaderboard(df, Path(output_dir) / f"leaderboard-{dataset}.csv")
+    paths += write_paper_view(df, output_dir)
     if reporter:
         reporter.note(f"leaderboard: {paths[0]}")
     return paths

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(sub) -> None:
@@ -27,7 +28,15 @@ def add_parser(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dfkd.benchmark.leaderboard import build_leaderboard, load_records, load_reference, write_leaderboard
+    from dfkd.benchmark.leaderboard import (
+        build_leaderboard,
+        load_records,
+        load_reference,
+        paper_markdown,
+        paper_view,
+        write_leaderboard,
+        write_paper_view,
+    )
     from dfkd.errors import UserError
 
     records = load_records(args.runs)
@@ -41,4 +50,7 @@ def main(args: argparse.Namespace) -> int:
         target = out if out.suffix == ".csv" and len(datasets) == 1 else out / f"leaderboard-{dataset}.csv"
         for path in write_leaderboard(df, target):
             print(path)
+        for path in write_paper_view(df, target.parent if target.suffix == ".csv" else target):
+            print(path)
+        sys.stderr.write(paper_markdown(paper_view(df)) + "\n")  # the paper view, to read now (stdout: the files)
     return 0
