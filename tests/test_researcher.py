@@ -94,6 +94,20 @@ def test_python_api_takes_real_values_and_gives_records_frames_and_students(tmp_
     student = RunRecord.read(frame.loc[0, "path"]).load_student()
     saved = torch.load(Path(frame.loc[0, "path"]).parent / "checkpoints" / "last.pt", weights_only=True)["student"]
     assert not student.training and all(torch.equal(v, saved[k]) for k, v in student.state_dict().items())
+    # that student as a teacher: given as its run folder, or as a safetensors file of its weights
+    from safetensors.torch import save_file
+
+    from dfkd.benchmark.teachers import build_teacher, resolve_teacher
+    from dfkd.datasets import get_dataset
+
+    spec, cpu = get_dataset("digits"), torch.device("cpu")
+    ref = resolve_teacher(str(Path(frame.loc[0, "path"]).parent), None, spec)
+    assert ref.arch == "resnet8" and ref.name.startswith("resnet8@noise_kd")
+    as_teacher = build_teacher(ref, spec, cpu)
+    assert all(torch.equal(v, saved[k]) for k, v in as_teacher.state_dict().items())
+    save_file({k: v.contiguous() for k, v in saved.items()}, tmp_path / "student.safetensors")
+    ref = resolve_teacher(str(tmp_path / "student.safetensors"), "resnet8", spec)
+    assert all(torch.equal(v, saved[k]) for k, v in build_teacher(ref, spec, cpu).state_dict().items())
     # `bench run` puts the result on stdout: the record's path, or the record itself with --json
     argv = ["run", "-q", "--method", "noise_kd", "--set", "images_per_class=4", "--set", "distill.epochs=1"]
     assert main([*argv, "-o", str(tmp_path)]) == 0

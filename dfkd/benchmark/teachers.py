@@ -67,7 +67,9 @@ def resolve_teacher(teacher: str | None, teacher_arch: str | None, spec: Dataset
     if _is_zoo(teacher):
         return TeacherRef(name=teacher, arch=teacher, path=None, zoo=True)
     as_path = Path(teacher).expanduser()
-    if teacher.endswith((".pth", ".pt")) or as_path.is_file():
+    if (as_path / "record.json").is_file():  # a run folder of this suite: its student, as a teacher
+        return _teacher_from_run(as_path)
+    if teacher.endswith((".pth", ".pt", ".safetensors")) or as_path.is_file():
         if not as_path.is_file():
             raise UserError(f"Teacher checkpoint {as_path} does not exist; check --teacher")
         arch = teacher_arch or _arch_from_checkpoint(as_path) or _arch_from_filename(as_path, spec.name)
@@ -78,6 +80,18 @@ def resolve_teacher(teacher: str | None, teacher_arch: str | None, spec: Dataset
         return TeacherRef(name=arch, arch=arch, path=as_path)
     arch = teacher.removeprefix(f"{spec.name}_")
     return TeacherRef(name=arch, arch=arch, path=teachers_dir() / f"{spec.name}_{arch}.pth")
+
+
+def _teacher_from_run(folder: Path) -> TeacherRef:
+    """``--teacher RUN_FOLDER``: the student a run trained (``checkpoints/last.pt``), with the architecture its record
+    names (``runs/<dataset>/<teacher>-<student>/<method>/<run-id>``)."""
+    from dfkd.benchmark.records import RunRecord
+
+    record = RunRecord.read(folder / "record.json")
+    path = folder / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(f"--teacher {folder}: the run's checkpoint {path} is gone; point to a weights file instead")
+    return TeacherRef(name=f"{record.student}@{record.method}-{record.run_id}", arch=record.student, path=path)
 
 
 def _arch_from_filename(path: Path, dataset: str) -> str | None:

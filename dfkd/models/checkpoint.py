@@ -62,6 +62,15 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise CheckpointError(f"Checkpoint {path} {what}; check the path (teachers: see `bench teacher --help`)")
+    if path.suffix == ".safetensors":  # tensors only, by design: nothing to refuse, nothing to execute
+        from safetensors.torch import load_file
+
+        try:
+            return _extract_state_dict(load_file(path, device="cpu"), str(path))
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(f"{path} is not a safetensors file ({one_line(e, with_type=True)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -85,7 +94,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 def _extract_state_dict(obj: Any, source: str) -> dict[str, Tensor]:
     if isinstance(obj, Mapping):
-        for entry in ("state_dict", "model"):
+        for entry in ("state_dict", "model", "student"):  # "student": a checkpoint of this suite's trainer
             if entry in obj and isinstance(obj[entry], Mapping):
                 obj = obj[entry]
                 break

@@ -144,7 +144,7 @@ def _unknown(zoo: str, name: str, known: list[str]) -> UnknownNameError:
 def _create_timm(name: str, num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
     import timm
 
-    if not timm.is_model(name):
+    if not name.startswith("hf-hub:") and not timm.is_model(name):  # hf-hub:org/repo: a model card on the Hub
         raise _unknown("timm", name, timm.list_models())
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
