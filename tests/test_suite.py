@@ -38,7 +38,7 @@ exclude:
 
 
 @pytest.mark.parametrize(
-    "name, cells", [("cifar-table", 300), ("cifar-reproduce", 270), ("imagenet", 12), ("digits", 60)]
+    "name, cells", [("cifar-table", 450), ("cifar-reproduce", 420), ("imagenet", 12), ("digits", 90)]
 )
 def test_shipped_suites_resolve_every_cell(name, cells):
     suite = load_suite(name)
