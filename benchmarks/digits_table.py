@@ -3,6 +3,7 @@
     python benchmarks/digits_table.py                 # seed 0, all built-in methods, both protocols
     python benchmarks/digits_table.py --seeds 0 1 2   # mean/std over seeds
     python benchmarks/digits_table.py --seeds 0 1 2 --runs runs/digits-suite   # reuse `bench suite run digits`
+    python benchmarks/digits_table.py --seeds 0 1 2 --methods cmi nayer --keep  # add rows to the committed table
 
 Each cell is an ordinary `bench run` (same presets, same records); finished records are reused. At the end it
 prints a compact Markdown table (the README's): last-epoch top-1 mean ± std, best epoch, images, the synthetic
@@ -19,7 +20,14 @@ from pathlib import Path
 
 def main() -> None:
     from dfkd.benchmark.assembly import resolve_run_config
-    from dfkd.benchmark.leaderboard import build_leaderboard, load_records, load_reference, write_leaderboard
+    from dfkd.benchmark.leaderboard import (
+        build_leaderboard,
+        combine_leaderboards,
+        load_records,
+        load_reference,
+        read_leaderboard,
+        write_leaderboard,
+    )
     from dfkd.benchmark.progress import Reporter
     from dfkd.benchmark.runner import run
     from dfkd.methods import list_methods
@@ -31,6 +39,12 @@ def main() -> None:
     p.add_argument("--protocols", nargs="+", default=["matched", "published"], choices=["matched", "published"])
     p.add_argument("--runs", default="runs")
     p.add_argument("--out", default="results")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rows of the CSV already in --out for the (method, protocol) cells not run here "
+        "(their records need not be on this machine); without it the table holds only the records under --runs",
+    )
     args = p.parse_args()
     for protocol in args.protocols:
         for method in args.methods:
@@ -52,7 +66,10 @@ def main() -> None:
         if r["dataset"] == "digits" and r["method"] in args.methods and r.get("protocol") in args.protocols
     ]
     df = build_leaderboard(records, dataset="digits", reference=load_reference())
-    for path in write_leaderboard(df, Path(args.out) / "leaderboard-digits.csv"):
+    csv = Path(args.out) / "leaderboard-digits.csv"
+    if args.keep and csv.is_file():
+        df = combine_leaderboards(read_leaderboard(csv), df)
+    for path in write_leaderboard(df, csv):
         print(path)
     print(summary_markdown(df))
 

@@ -15,7 +15,9 @@ from dfkd.benchmark.leaderboard import (
     REFERENCE_COLUMNS,
     REFERENCE_CSV,
     build_leaderboard,
+    combine_leaderboards,
     load_reference,
+    read_leaderboard,
     write_leaderboard,
 )
 from dfkd.benchmark.records import RecordError, check_record, load_records
@@ -259,6 +261,30 @@ def test_write_csv_and_markdown(runs: Path, reference: pd.DataFrame, tmp_path: P
     assert "best" in md and "over epochs" in md and "last epoch" in md
     assert "| deepinversion |" in md
     assert "| 91.50 |" in md and "| 2.12 |" in md  # rounded there only
+
+
+def test_a_written_table_reads_back_with_its_types_and_combines_with_new_rows(runs: Path, tmp_path: Path) -> None:
+    board = build_leaderboard(load_records(runs), dataset="digits", reference=None)
+    (csv, _) = write_leaderboard(board, tmp_path / "board.csv")
+    kept = read_leaderboard(csv)
+    assert kept.equals(board)  # every value and type survives the CSV
+
+    # a new run of dafl (another result) and of a method the table did not have
+    new_runs = tmp_path / "new"
+    write_record(new_runs, make_record(method="dafl", run_id="n0", student_top1=50.0))
+    write_record(new_runs, make_record(method="nayer", run_id="n1", student_top1=88.0))
+    both = combine_leaderboards(kept, build_leaderboard(load_records(new_runs), dataset="digits", reference=None))
+    assert list(both["method"]) == ["deepinversion", "nayer", "dafl"]  # by last-epoch top-1, as built
+    assert row(both, method="dafl")["student_top1_mean"] == 50.0  # the new measurement replaces the kept one
+    assert (
+        row(both, method="deepinversion")["student_top1_mean"]
+        == row(board, method="deepinversion")["student_top1_mean"]
+    )  # a cell not run again is carried over unchanged
+    assert both.dtypes.equals(board.dtypes)
+
+    (tmp_path / "not.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match=r"not a leaderboard CSV.*bench leaderboard"):
+        read_leaderboard(tmp_path / "not.csv")
 
 
 def test_write_directory_one_pair_per_dataset(runs: Path, reference: pd.DataFrame, tmp_path: Path) -> None:

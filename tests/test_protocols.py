@@ -145,3 +145,15 @@ def test_a_plugin_without_a_budget_shape_runs_but_is_never_recorded_as_matched()
     finally:
         METHODS.unregister("test_no_budget")
     assert len(deviations) == 1 and "does not say how it spends a budget" in deviations[0]
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_published_takes_the_released_scripts_line_of_each_teacher(dataset: str) -> None:
+    # Fast-Datafree's fast_cifar.sh: adv 1.33 / oh 0.5 for ResNet-34, adv 1.0 for VGG-11, adv 1.1 / oh 0.4 for WRN-40-2
+    for teacher, (adv, oh) in {"resnet34": (1.33, 0.5), "vgg11": (1.0, 0.5), "wrn40_2": (1.1, 0.4)}.items():
+        for method in ("fast2", "fast5", "fast10"):
+            run = _resolve(method, dataset, "published", f"teacher={teacher}")
+            assert (run.method_config.adv_weight, run.method_config.oh_weight) == (adv, oh)
+            assert protocol_deviations(run) == []  # each pair's own line is the published recipe for that pair
+    run = _resolve("fast2", dataset, "published", "teacher=vgg11", "adv_weight=1.33")
+    assert protocol_deviations(run) == ["fast2.adv_weight: 1.33 (published: 1.0)"]

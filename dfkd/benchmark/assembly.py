@@ -39,13 +39,15 @@ class PresetLayer:
     images_per_class: int | None = None  # matched protocol: synthetic images per class every method spends
 
 
-def load_preset(dataset: str, method: str, protocol: str = "custom") -> PresetLayer:
+def load_preset(dataset: str, method: str, protocol: str = "custom", teacher: str | None = None) -> PresetLayer:
     """The data set's preset for ``method`` under ``protocol``.
 
     Layers: the preset's top level (run defaults; ``distill`` is the data set's one KD recipe) < ``methods.<m>``
     (synthesis settings shared by every protocol; no ``distill`` there) < the protocol's block:
     ``protocols.matched`` (``images_per_class``, the budget every synthetic method spends) or
-    ``protocols.published.<m>`` (the method's released recipe and budget, anything the method's paper fixes).
+    ``protocols.published.<m>`` (the method's released recipe and budget, anything the method's paper fixes), whose
+    ``teachers.<name>`` entry, when the released scripts set values per teacher, goes on top for that ``teacher``
+    (default: the preset's).
     """
     path = preset_path(dataset)
     if not path.is_file():
@@ -68,7 +70,9 @@ def load_preset(dataset: str, method: str, protocol: str = "custom") -> PresetLa
                 f"{method} has no published recipe for {dataset} (protocols.published in {path.name}); run it with "
                 "--protocol matched, or --protocol custom with your own settings"
             )
-        return PresetLayer(merge(tree, block))
+        block = dict(block)
+        per_teacher = block.pop("teachers", None) or {}
+        return PresetLayer(merge(merge(tree, block), per_teacher.get(teacher or data.get("teacher"), None) or {}))
     if protocol == "matched":
         matched = protocols.get("matched") or {}
         per_class = matched.get("images_per_class")
@@ -116,7 +120,7 @@ def resolve_run_config(
     method_cls = get_method_class(method)
     names = list_methods()
 
-    preset = load_preset(dataset, method, protocol)
+    preset = load_preset(dataset, method, protocol, teacher=top.get("teacher"))
     user = merge(route(file_tree, method, names), route(merge(set_tree, flag_tree), method, names))
     tree = merge(route(preset.tree, method, names), user)
     tree["method"], tree["dataset"], tree["protocol"] = method, dataset, protocol
@@ -158,7 +162,9 @@ def protocol_deviations(run: RunConfig) -> list[str]:
     if run.protocol == "custom":
         return []
 
-    ref = resolve_run_config(method=run.method, dataset=run.dataset, flags={"protocol": run.protocol})
+    ref = resolve_run_config(
+        method=run.method, dataset=run.dataset, flags={"protocol": run.protocol, "teacher": run.teacher}
+    )
     mine = {k: v for k, v in _flatten(semantic(run.distill)).items() if k not in _NOT_RECIPE}
     theirs = _flatten(semantic(ref.distill))
     out = [f"distill.{k}: {v!r} ({run.protocol}: {theirs.get(k)!r})" for k, v in mine.items() if theirs.get(k) != v]

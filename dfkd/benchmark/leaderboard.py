@@ -264,15 +264,56 @@ def build_leaderboard(
     rows = sorted(
         [*measured, *published], key=lambda r: (r["dataset"], _PROTOCOL_ORDER.get(r["protocol"], 9))
     )  # stable: within a data set, matched rows, then published measured rows and the reference rows beside them
-    df = pd.DataFrame(rows, columns=columns)
-    for column in columns:
+    return _typed(pd.DataFrame(rows, columns=columns))
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard's column types: text columns as str ("" when empty), ``n_seeds`` Int64, the rest float64."""
+    df = df.copy()
+    for column in df.columns:
         if column in _STRING_COLUMNS:
             df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
         elif column in _INTEGER_COLUMNS:
-            df[column] = df[column].astype("Int64")
+            df[column] = pd.to_numeric(df[column].replace("", None)).astype("Int64")
         else:
-            df[column] = df[column].astype("float64")
+            df[column] = pd.to_numeric(df[column].replace("", None)).astype("float64")
     return df
+
+
+def read_leaderboard(path: str | Path) -> pd.DataFrame:
+    """A leaderboard CSV written by :func:`write_leaderboard`, with the types :func:`build_leaderboard` gives."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"Cannot read the leaderboard {path} ({e}): write it with `bench leaderboard`") from e
+    if missing := [c for c in (*_KEY, "kind", "protocol", "student_top1_mean") if c not in df.columns]:
+        raise UserError(f"{path} is not a leaderboard CSV (no column {missing[0]!r}): use `bench leaderboard`")
+    return _typed(df)
+
+
+def combine_leaderboards(kept: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``new``, plus the measured rows of ``kept`` for the cells (data set, teacher, student, method, protocol) that
+    ``new`` does not measure, sorted as :func:`build_leaderboard` sorts; reference rows come from ``new`` only.
+
+    For adding methods to a committed table without the earlier runs' records (``benchmarks/digits_table.py
+    --keep``): the carried rows are the earlier records' means, unchanged."""
+    cell = [*_KEY, "protocol"]
+    measured_new = new[new["kind"] == "measured"]
+    done = set(measured_new[cell].itertuples(index=False, name=None))
+    new_cell = pd.Series([c not in done for c in kept[cell].itertuples(index=False, name=None)], index=kept.index)
+    carried = kept[(kept["kind"] == "measured") & new_cell]
+    rows = pd.concat([measured_new, carried], ignore_index=True)
+    rows["_order"] = rows["protocol"].map(lambda p: _PROTOCOL_ORDER.get(p, 9))
+    rows = rows.sort_values(
+        ["dataset", "_order", "teacher", "student", "student_top1_mean"], ascending=[True, True, True, True, False]
+    )
+    rows = rows.drop(columns="_order")
+    reference = new[new["kind"] != "measured"]
+    out = pd.concat([rows, reference], ignore_index=True)
+    order = out["protocol"].map(lambda p: _PROTOCOL_ORDER.get(p, 9))
+    out = out.iloc[sorted(range(len(out)), key=lambda i: (out["dataset"].iat[i], order.iat[i]))]
+    extras = sorted(set(out.columns) - set(LEADERBOARD_COLUMNS))
+    return _typed(out[[*LEADERBOARD_COLUMNS, *extras]].reset_index(drop=True))
 
 
 # -- writing -------------------------------------------------------------------------------------

@@ -206,8 +206,9 @@ def synthesize_all(
     todo_ids = dist.broadcast([u.id for u in units if u.id not in done])
     if dist.enabled and todo_ids and not synth.units_independent:
         raise UserError(
-            f"{type(synth).__name__}'s units depend on earlier units (e.g. adv_weight > 0 trains an adversary on "
-            "them), so they cannot be split across processes: run the synthesis with one process, or set adv_weight=0"
+            f"{type(synth).__name__}'s units depend on earlier units (its state carries over: an online adversary, a "
+            "memory bank, a persistent generator), so they cannot be split across processes: run this method with "
+            "one process (DiffDFKD: or set adv_weight=0, which makes its units independent)"
         )
     restore_state(synth, units, store)
     by_id = {u.id: u for u in units}
