@@ -166,6 +166,8 @@ def check_choices(obj: Any, prefix: str, **choices: tuple[str, ...]) -> None:
 
 
 # How a preset's recipe and budget are chosen (``protocols:`` in dfkd/presets/<dataset>.yaml). Never mixed in a table.
+TRACKERS = ("tensorboard", "wandb")  # what --report-to can name (dfkd.benchmark.tracking)
+
 PROTOCOLS: Mapping[str, str] = types.MappingProxyType(
     {
         "matched": "every synthetic method gets the data set's one KD recipe and the same budget of synthetic "
@@ -207,6 +209,7 @@ class RunConfig:
     output_dir: str = "runs"  # run records go to <output_dir>/<dataset>/<teacher>-<student>/<method>/<run-id>/
     train_teacher: bool | None = None  # train a missing teacher (teacher_train recipe); None → only for digits
     dg: dict[str, str] = field(default_factory=dict)  # shifted test sets {name: path}, e.g. imagenet-r: /data/r
+    report_to: tuple[str, ...] = ()  # experiment trackers: tensorboard, wandb (pip install "dfkd-bench[track]")
     distill: DistillConfig = field(default_factory=DistillConfig)
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     teacher_train: DistillConfig = TEACHER_RECIPE
@@ -219,6 +222,12 @@ class RunConfig:
         check_choices(self, "", protocol=tuple(PROTOCOLS))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer ≥ 0, got {self.seed!r}")
+        for name in self.report_to:
+            if name not in TRACKERS:
+                raise ConfigError(
+                    f"report_to: unknown tracker {name!r}; choose from {', '.join(TRACKERS)}."
+                    f"{did_you_mean(str(name), TRACKERS)}"
+                )
 
     def to_dict(self, *, speed_switches: bool = True) -> dict[str, Any]:
         """Plain data, the method's config under the method's name; ``speed_switches=False`` drops ``SPEED`` fields."""

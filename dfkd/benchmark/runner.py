@@ -5,8 +5,9 @@ outputs, and ``_run_locked`` is their sequence::
 
     prepare(cfg)                       → Prepared      (method, teacher provisioned, fresh student, BuildContext)
     begin(cfg, p, out)                 → protocol       (run folder, config.yaml, the protocol the record states)
+    open_tracking(cfg, out, …)         → Tracking       (--report-to: TensorBoard, W&B; none without it)
     check_teacher(cfg, p)              → TeacherCheck   (teacher top-1 and predictions on the real test set)
-    build_trainer(p, out, teacher)     → Trainer
+    build_trainer(p, out, teacher, …)  → Trainer
     DISTIL[method.shape](synth, ...)   → Distilled      (one function per shape: distil_offline, distil_pool,
                                                          distil_in_loop, distil_real_data)
     evaluate(cfg, p, teacher, dist.)   → extra, diagnostics (shifted test sets, synthetic-set diagnosis)
@@ -46,6 +47,7 @@ from dfkd.benchmark.teachers import (
     teacher_provenance,
     test_loader,
 )
+from dfkd.benchmark.tracking import Tracking, check_installed
 from dfkd.config import RunConfig, semantic
 from dfkd.datasets.base import DatasetSpec
 from dfkd.distill.trainer import Trainer, TrainResult
@@ -75,7 +77,7 @@ from dfkd.synthesis.store import (
     to_uint8,
 )
 
-NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose")  # do not change results → not in the run id
+NON_SEMANTIC = ("output_dir", "device", "data_root", "diagnose", "report_to")  # not results → not in the run id
 
 
 def config_id_for(cfg: RunConfig, *, with_seed: bool = False) -> str:
@@ -326,6 +328,7 @@ def run(
     reporter = reporter if reporter is not None and dist.is_main else Reporter(quiet=not dist.is_main)
     if dist.is_main:
         check_writable(cfg.output_dir, "--output-dir")  # before the teacher trains, not after
+        check_installed(cfg.report_to)
     p = prepare(cfg, reporter, device=device, dist=dist)
     out = run_dir(cfg.output_dir, cfg.dataset, p.teacher_ref.name, p.student_name, cfg.method, run_id_for(cfg))
     with contextlib.ExitStack() as held:
@@ -343,15 +346,21 @@ def _run_locked(
     if dist.broadcast(record_path.is_file()) and not force:
         return _report_existing(record_path, cfg, reporter, dist)
     protocol, deviations = begin(cfg, p, out, reporter, dist)
-    teacher = check_teacher(cfg, p, reporter, dist)
-    trainer = build_trainer(p, out, teacher, reporter, dist)
-    distilled = DISTIL[p.method.shape](p.method.build_synthesizer(p.ctx), trainer, p, out, reporter, dist)
-    if not dist.is_main:  # rank 0 evaluates the shifted sets and writes; the others wait for it to finish
-        dist.barrier()
-        return RunRecord.read(record_path)
-    extra, diagnostics = evaluate(cfg, p, teacher, distilled, reporter)
-    record = make_record(cfg, p, out, teacher, trainer, distilled, extra, diagnostics, protocol, deviations, dist)
-    record.write(record_path)
+    tracking = open_tracking(cfg, out, protocol, dist)
+    try:
+        teacher = check_teacher(cfg, p, reporter, dist)
+        trainer = build_trainer(p, out, teacher, reporter, dist, tracking)
+        distilled = DISTIL[p.method.shape](p.method.build_synthesizer(p.ctx), trainer, p, out, reporter, dist)
+        if not dist.is_main:  # rank 0 evaluates the shifted sets and writes; the others wait for it to finish
+            dist.barrier()
+            return RunRecord.read(record_path)
+        extra, diagnostics = evaluate(cfg, p, teacher, distilled, reporter)
+        record = make_record(cfg, p, out, teacher, trainer, distilled, extra, diagnostics, protocol, deviations, dist)
+        record.write(record_path)
+    except BaseException:
+        tracking.abort()
+        raise
+    tracking.finish(record, reporter.stages)
     _finish(record, record_path, cfg, reporter)
     dist.barrier()
     return record
@@ -402,7 +411,20 @@ def check_teacher(cfg: RunConfig, p: Prepared, reporter: Reporter, dist: DistCon
     return TeacherCheck(loader, accuracy, predictions, file)
 
 
-def build_trainer(p: Prepared, out: Path, teacher: TeacherCheck, reporter: Reporter, dist: DistContext) -> Trainer:
+def open_tracking(cfg: RunConfig, out: Path, protocol: str, dist: DistContext) -> Tracking:
+    """The experiment trackers of ``--report-to`` (rank 0; none elsewhere), started with the resolved config."""
+    if not dist.is_main or not cfg.report_to:
+        return Tracking([])
+    run_id, config_id = run_id_for(cfg), config_id_for(cfg)
+    tags = [cfg.dataset, cfg.method, protocol]
+    tracking = Tracking.open(cfg.report_to, out, run_id=run_id, config_id=config_id, cfg_tags=tags)
+    tracking.start({**cfg.to_dict(), "run_id": run_id, "config_id": config_id, "recorded_protocol": protocol})
+    return tracking
+
+
+def build_trainer(
+    p: Prepared, out: Path, teacher: TeacherCheck, reporter: Reporter, dist: DistContext, tracking: Tracking
+) -> Trainer:
     """The student's trainer with the method's distiller, checkpointing into the run folder."""
     return Trainer(
         p.student,
@@ -413,7 +435,7 @@ def build_trainer(p: Prepared, out: Path, teacher: TeacherCheck, reporter: Repor
         test_loader=teacher.loader,
         reference_pred=teacher.predictions.to(p.device),
         checkpoint_dir=out / "checkpoints",
-        progress=reporter.epoch_line("distill"),
+        progress=tracking.epochs("distill", reporter.epoch_line("distill")),
         dist=dist,
     )
 

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         epilog="examples:\n  bench run --method prism --dataset digits\n"
         "  bench run --method deepinversion --set distill.epochs=5 --seed 1\n"
         "  RECORD=$(bench run -q)                      # stdout: the record's path\n"
-        "  bench run -q --json | jq .student_top1",
+        "  bench run -q --json | jq .student_top1\n"
+        "  bench run --report-to tensorboard,wandb     # TensorBoard events + a W&B run (WANDB_MODE=offline: local)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(p)
@@ -27,13 +28,20 @@ def add_parser(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output (stderr)")
     p.add_argument("--json", action="store_true", help="print the record as JSON on stdout instead of its path")
+    p.add_argument(
+        "--report-to",
+        metavar="TRACKERS",
+        help="experiment trackers, comma-separated: tensorboard (events in the run folder), wandb "
+        '(project $WANDB_PROJECT, default dfkd-bench); pip install "dfkd-bench[track]"',
+    )
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     import yaml
 
-    cfg = resolve(args, output_dir=args.output_dir)
+    trackers = tuple(n.strip() for n in args.report_to.split(",") if n.strip()) if args.report_to else None
+    cfg = resolve(args, output_dir=args.output_dir, report_to=trackers)
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
