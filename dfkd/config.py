@@ -13,7 +13,9 @@ errors that name the valid ones. The resolved config is saved with the run as ``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -377,6 +379,19 @@ def merge(base: dict, override: Mapping) -> dict:
 # ---------------------------------------------------------------------------------------------
 # YAML files and --set
 # ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _parse_yaml(path: Path, mtime_ns: int, size: int) -> Any:
+    """One file's YAML, parsed once per (path, modification time, size): a suite resolves hundreds of cells from
+    the same presets. Callers get a deep copy (:func:`load_yaml`), never the cached object."""
+    try:
+        return yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when PyYAML has it: the same documents
+
+
 def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML config with ``safe_load``; one ``include:`` key merges a base file underneath."""
     path = Path(path).expanduser().resolve()
@@ -384,10 +399,7 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"Config file {path} does not exist; check the path given to --config / include:")
     if path in _seen:
         raise ConfigError(f"include: cycle through {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = copy.deepcopy(_parse_yaml(path, path.stat().st_mtime_ns, path.stat().st_size))
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     include = data.pop("include", None)
