@@ -210,6 +210,41 @@ def test_metrics_table_holds_each_runs_numbers(two_runs, tmp_path):
     assert (tmp_path / "cmp-grid.png").is_file() and "deepinversion" in page[page.index("<h1>") :]
 
 
+def test_charts_are_matplotlib_png_and_svg_and_a_comparison_marks_the_best_and_what_differs(two_runs, tmp_path):
+    _, runs = two_runs
+    (noise, a), (deepinv, b) = runs["noise_kd"], runs["deepinversion"]
+    page = write_report([a, b], tmp_path / "cmp.html", grid_classes=4).read_text()
+    for name in ("curves", "confidence", "energy", "per-class"):
+        assert (tmp_path / f"cmp-{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (tmp_path / f"cmp-{name}.svg").read_text()
+    per_class_svg = (tmp_path / "cmp-per-class.svg").read_text()
+    assert "chance 10.0 %" in per_class_svg and "teacher" in per_class_svg and "student noise_kd" in per_class_svg
+
+    row = re.search(r'data-key="student_top1"><td>[^<]*</td>(.*?)</tr>', page).group(1)
+    cells = re.findall(r"<td( class=\"best\")?>([^<]*)</td>", row)
+    if noise.student_top1 != deepinv.student_top1:
+        winner = 0 if noise.student_top1 > deepinv.student_top1 else 1
+        assert [bool(c[0]) for c in cells] == [i == winner for i in range(2)]  # the higher top-1 in bold
+    assert noise.num_synthetic_images != deepinv.num_synthetic_images
+    differ = page[page.index('id="differences"') :].split("</p>")[0]
+    assert "compare with care" in differ and f"synthetic images: {noise.num_synthetic_images} (noise_kd)" in differ
+
+
+def test_per_class_chart_groups_one_bar_per_run_with_teacher_and_chance_lines():
+    from dfkd.benchmark import plots
+
+    students = {"a": [10.0, 50.0, 90.0], "b": [20.0, 40.0, 80.0]}
+    fig = plots.per_class(students, [95.0, 96.0, 97.0], chance=33.3, class_names=["x", "y", "z"])
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if type(p).__name__ == "Rectangle"]
+    assert [round(b.get_height(), 1) for b in bars] == [10.0, 50.0, 90.0, 20.0, 40.0, 80.0]
+    xs = [b.get_x() for b in bars]
+    assert all(xs[c] < xs[3 + c] < xs[c + 1] if c < 2 else xs[c] < xs[3 + c] for c in range(3))  # grouped per class
+    assert any(list(line.get_ydata()) == [33.3, 33.3] for line in ax.lines)  # chance
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"a", "b", "teacher", "chance 33.3 %"} <= set(labels)
+
+
 def test_bench_report_and_compare_cli(two_runs, tmp_path, capsys):
     _, runs = two_runs
     a, b = runs["noise_kd"][1], runs["deepinversion"][1]

@@ -7,11 +7,14 @@ The page (every image embedded as a data URI, so it can be mailed or attached to
   agreement, confidence, energy), plus shifted-test-set columns, one column per run;
 * a **per-class image grid**: real test images beside each run's kept synthetic images, for up to
   ``grid_classes`` classes evenly spaced over the labels;
-* **training curves** (train loss and test top-1 per epoch), **histograms** of teacher confidence and free
-  energy over the kept synthetic images (shared bins across runs), and per-class student top-1;
+* **training curves** (train loss and test top-1 per epoch, with the teacher's and chance's lines),
+  **histograms** of teacher confidence and free energy over the kept synthetic images (shared bins across runs),
+  and **per-class top-1** as grouped bars (one per run) with the teacher's per-class top-1 and chance;
 * each run's resolved config and environment.
 
-The same figures are written as PNG files beside the page (``<stem>-grid.png``, ``<stem>-curves.png``, …).
+The charts are drawn with matplotlib (``dfkd.benchmark.plots``, imported only when a report is written) and
+written beside the page as PNG and SVG (``<stem>-curves.png`` / ``.svg``, …); the image grid as PNG
+(``<stem>-grid.png``).
 Everything is read from the run folder (``record.json``) and its synthetic store; the real test images come
 from the data set the run used, when it is present (the page says so when it is not).
 """
@@ -20,16 +23,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
-from PIL import Image
 
 from dfkd.benchmark import figures
 from dfkd.benchmark.records import RunRecord
@@ -37,12 +38,17 @@ from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError
 from dfkd.synthesis.store import TEACHER_CONFIDENCE, TEACHER_ENERGY, SyntheticStore
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 # (record key or extra key, label shown, kind) — kind: "pct", "num", "int", "sec", "text"
 _HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("method", "method", "text"),
     ("dataset", "data set", "text"),
     ("pair", "teacher → student", "text"),
+    ("protocol", "protocol", "text"),
     ("seed", "seed", "int"),
+    ("epochs", "distillation epochs", "int"),
     ("student_top1", "student top-1 % (last epoch)", "pct"),
     ("student_top1_best", "student top-1 % (best epoch)", "pct"),
     ("student_top1_best_epoch", "best epoch", "int"),
@@ -51,6 +57,8 @@ _HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("teacher_student_agreement", "student–teacher agreement on the test set %", "pct"),
     ("student/worst_class_top1", "student top-1 % of its worst class", "pct"),
     ("num_synthetic_images", "synthetic images used", "int"),
+    ("in_loop/images_seen", "fresh images seen (generator in the loop)", "int"),
+    ("synthesis/generator_steps", "generator steps", "int"),
     ("synthesis_seconds", "synthesis seconds", "sec"),
     ("distill_seconds", "distillation seconds", "sec"),
 )
@@ -74,12 +82,54 @@ _SYNTHETIC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("synthetic/kept", "images kept", "int"),
 )
 
+# the rows where a comparison marks its best run: +1 higher is better, −1 lower is better
+_BETTER: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "student_top1",
+            "student_top1_best",
+            "student_top5",
+            "teacher_student_agreement",
+            "student/worst_class_top1",
+            "synthetic/precision",
+            "synthetic/recall",
+            "synthetic/density",
+            "synthetic/coverage",
+            "synthetic/clip_precision",
+            "synthetic/clip_recall",
+            "synthetic/clip_density",
+            "synthetic/clip_coverage",
+            "synthetic/class_balance",
+            "synthetic/teacher_target_top1",
+        ),
+        1,
+    ),
+    **dict.fromkeys(
+        (
+            "synthesis_seconds",
+            "distill_seconds",
+            "synthetic/teacher_fd",
+            "synthetic/clip_fd",
+            "synthesis/generator_steps",
+        ),
+        -1,
+    ),
+}
+# what must be equal for runs to compare as they stand (a comparison that differs says so above the table)
+_SAME: tuple[tuple[str, str], ...] = (
+    ("epochs", "distillation epochs"),
+    ("num_synthetic_images", "synthetic images"),
+    ("protocol", "protocol"),
+    ("pair", "teacher → student"),
+)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}tr.section td{background:#fafafa;font-weight:600}
 img.figure{max-width:100%;border:1px solid #eee;margin:4px 0}.note{color:#666;font-size:.9em}
+td.best{font-weight:700;background:#eaf4ea}.warn{color:#8a4b00}
 .row{display:flex;flex-wrap:wrap;gap:12px}pre{background:#f7f7f7;padding:8px;font-size:.8em;overflow:auto}
 """
 _SCRIPT = """
@@ -215,7 +265,11 @@ def _metrics_table(runs: list[RunView]) -> str:
             return
         lines.append(f'<tr class="section"><td colspan="{len(runs) + 1}">{html.escape(title)}</td></tr>')
         for key, label, kind in present:
-            cells = "".join(f"<td>{_format(r.value(key), kind)}</td>" for r in runs)
+            best = _best(runs, key)
+            cells = "".join(
+                ('<td class="best">' if i in best else "<td>") + f"{_format(r.value(key), kind)}</td>"
+                for i, r in enumerate(runs)
+            )
             lines.append(f'<tr data-key="{html.escape(key)}"><td>{html.escape(label)}</td>{cells}</tr>')
 
     section("run", _HEADLINE_ROWS)
@@ -225,22 +279,42 @@ def _metrics_table(runs: list[RunView]) -> str:
     return "\n".join(lines)
 
 
-def _curves(runs: list[RunView]) -> Image.Image:
+def _best(runs: list[RunView], key: str) -> set[int]:
+    """The runs holding the best value of ``key`` (``_BETTER``), when there are several runs and they differ."""
+    direction = _BETTER.get(key)
+    values = [r.value(key) for r in runs]
+    numbers = {i: float(v) for i, v in enumerate(values) if isinstance(v, (int, float)) and math.isfinite(float(v))}
+    if direction is None or len(runs) < 2 or len(set(numbers.values())) < 2:
+        return set()
+    top = max(direction * v for v in numbers.values())
+    return {i for i, v in numbers.items() if direction * v == top}
+
+
+def _differences(runs: list[RunView]) -> list[str]:
+    """What the compared runs do not share (epochs, budget, protocol, pair), one phrase each."""
+    out = []
+    for key, label in _SAME:
+        values = [r.value(key) for r in runs]
+        if len({str(v) for v in values}) > 1:
+            out.append(f"{label}: " + " vs ".join(f"{v} ({r.label})" for v, r in zip(values, runs)))
+    return out
+
+
+def _curves(runs: list[RunView], chance: float) -> Figure:
+    from dfkd.benchmark import plots
+
     loss, top1 = {}, {}
     for r in runs:
         hist = r.record.get("history") or []
         epochs = [h["epoch"] for h in hist]
         loss[r.label] = (epochs, [h.get("loss") for h in hist])
         top1[r.label] = (epochs, [h.get("top1") for h in hist])
-    left = figures.line_chart(loss, "train loss per epoch", "epoch", "loss")
-    right = figures.line_chart(top1, "test top-1 per epoch", "epoch", "top-1 %")
-    both = Image.new("RGB", (left.width + right.width + 10, max(left.height, right.height)), "white")
-    both.paste(left, (0, 0))
-    both.paste(right, (left.width + 10, 0))
-    return both
+    teachers = {r.record.get("teacher_top1") for r in runs}
+    teacher = teachers.pop() if len(teachers) == 1 else None  # one teacher line only when the runs share it
+    return plots.curves(loss, top1, chance=chance, teacher=teacher)
 
 
-def _histograms(runs: list[RunView], bins: int) -> dict[str, Image.Image]:
+def _histograms(runs: list[RunView], bins: int) -> dict[str, Figure]:
     """Confidence and energy of the kept synthetic images, shared bins across runs (from the stores)."""
     values: dict[str, dict[str, torch.Tensor]] = {"confidence": {}, "energy": {}}
     for r in runs:
@@ -251,6 +325,7 @@ def _histograms(runs: list[RunView], bins: int) -> dict[str, Image.Image]:
         values["energy"][r.label] = table[TEACHER_ENERGY].double()
     if not values["confidence"]:
         return {}
+    from dfkd.benchmark import plots
     from dfkd.benchmark.diagnose import histogram
 
     energy = torch.cat(list(values["energy"].values()))
@@ -261,35 +336,31 @@ def _histograms(runs: list[RunView], bins: int) -> dict[str, Image.Image]:
     }
     titles = {
         "confidence": ("teacher confidence (max softmax) of kept synthetic images", "confidence"),
-        "energy": ("teacher free energy -logsumexp f(x) of kept synthetic images", "energy"),
+        "energy": ("teacher free energy −logsumexp f(x) of kept synthetic images", "energy"),
     }
     out = {}
     for name, per_run in values.items():
         series = {label: histogram(v, edges[name]) for label, v in per_run.items()}
-        out[name] = figures.histogram_chart(edges[name].tolist(), series, *titles[name])
+        out[name] = plots.histograms(edges[name].tolist(), series, *titles[name])
     return out
 
 
-def _per_class(runs: list[RunView]) -> Image.Image | None:
-    series = {}
+def _per_class(runs: list[RunView], chance: float, class_names: Sequence[str]) -> Figure | None:
+    from dfkd.benchmark import plots
+
+    students = {}
     for r in runs:
         pc = r.diagnostics.get("per_class")
         if pc:
-            series[f"student {r.label}" if len(runs) > 1 else "student"] = (
-                list(range(len(pc["student_top1"]))),
-                pc["student_top1"],
-            )
-    if not series:
+            students[f"student {r.label}" if len(runs) > 1 else "student"] = pc["student_top1"]
+    if not students:
         return None
     teacher = next(r.diagnostics["per_class"]["teacher_top1"] for r in runs if r.diagnostics.get("per_class"))
-    series["teacher"] = (list(range(len(teacher))), teacher)
-    return figures.line_chart(series, "top-1 per class on the real test set", "class", "top-1 %", size=(1140, 320))
+    return plots.per_class(students, teacher, chance=chance, class_names=class_names)
 
 
-def _embed(img: Image.Image, alt: str, element_id: str) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+def _embed(png: bytes, alt: str, element_id: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
     return f'<img class="figure" id="{element_id}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -333,17 +404,22 @@ def write_report(
         groups = ([real.get(c, [])] if real else []) + [imgs[c] for imgs in synthetic.values()]
         rows.append((f"{c}: {names[c]}", groups))
 
-    figs: dict[str, tuple[Image.Image, str]] = {}
+    from dfkd.benchmark import plots
+
+    figs: dict[str, tuple[bytes, str]] = {}  # name → (PNG bytes, alt text); charts also as SVG beside the page
     if headers:
-        figs["grid"] = (figures.image_grid(rows, headers), "per-class image grid: real test vs synthetic")
-    figs["curves"] = (_curves(runs), "training curves: train loss and test top-1 per epoch")
-    for name, img in _histograms(runs, cfg.histogram_bins).items():
-        figs[name] = (img, f"histogram of teacher {name} on kept synthetic images")
-    per_class = _per_class(runs)
+        grid = out.with_name(f"{stem}-grid.png")
+        figures.image_grid(rows, headers).save(grid)
+        figs["grid"] = (grid.read_bytes(), "per-class image grid: real test vs synthetic")
+    chance = 100.0 / spec.num_classes
+    charts = {"curves": (_curves(runs, chance), "training curves: train loss and test top-1 per epoch")}
+    for name, fig in _histograms(runs, cfg.histogram_bins).items():
+        charts[name] = (fig, f"histogram of teacher {name} on kept synthetic images")
+    per_class = _per_class(runs, chance, spec.class_glosses(detailed=False))
     if per_class is not None:
-        figs["per-class"] = (per_class, "per-class top-1 of student and teacher on the real test set")
-    for name, (img, _) in figs.items():
-        img.save(out.with_name(f"{stem}-{name}.png"))
+        charts["per-class"] = (per_class, "per-class top-1 of student and teacher on the real test set")
+    for name, (fig, alt) in charts.items():
+        figs[name] = (plots.save(fig, out.with_name(f"{stem}-{name}.png")), alt)
 
     title = (
         f"{first['method']} on {first['dataset']}: {first['teacher']} → {first['student']}"
@@ -362,6 +438,16 @@ def write_report(
         "<h2>Metrics</h2>",
         _metrics_table(runs),
     ]
+    if len(runs) > 1:
+        differ = _differences(runs)
+        if differ:
+            parts.insert(
+                -1,
+                '<p class="warn" id="differences">These runs differ in more than the method — compare with care: '
+                + html.escape("; ".join(differ))
+                + ".</p>",
+            )
+        parts.insert(-1, '<p class="note">Best value of each row in bold (higher or lower, as the row reads).</p>')
     if notes:
         parts.append("<ul>" + "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes) + "</ul>")
     sections = [
@@ -373,8 +459,8 @@ def write_report(
     ]
     for key, heading in sections:
         if key in figs:
-            img, alt = figs[key]
-            parts += [f"<h2>{heading}</h2>", _embed(img, alt, f"fig-{key}")]
+            png, alt = figs[key]
+            parts += [f"<h2>{heading}</h2>", _embed(png, alt, f"fig-{key}")]
     parts.append("<h2>Runs</h2>")
     for r in runs:
         env = r.record.get("env") or {}
