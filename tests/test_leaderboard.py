@@ -433,3 +433,29 @@ def test_paper_view_puts_methods_by_pairs_with_the_published_number_beside_ours(
     assert "## cifar10 — published" in paper_markdown(tables)
     (path,) = write_paper_view(build_leaderboard(records, dataset="cifar10", reference=load_reference()), tmp_path)
     assert path.name == "leaderboard-cifar10-paper.md" and "91.00 ± 1.41 [92.22]" in path.read_text()
+
+
+def test_rows_say_which_runs_configuration_generator_and_teacher_weights_they_average(tmp_path: Path) -> None:
+    card = {"title": "PRISM", "paper_only": True}
+    for seed in (0, 1):
+        write_record(
+            tmp_path,
+            make_record(
+                method="prism",
+                seed=seed,
+                run_id=f"seed{seed}-abcd1234",
+                config_id="abcd1234",
+                epochs=20,
+                config={"prism": {"generator": {"path": "glyphs", "dtype": "float32"}}},
+                teacher_file={"digest": "0123456789abcdef" * 4},
+                method_card=card,
+            ),
+        )
+    write_record(tmp_path, make_record(method="dafl", run_id="d0", config={"dafl": {"generator": "large"}}))
+    df = build_leaderboard(load_records(tmp_path), reference=None)
+    prism = row(df, method="prism")
+    assert (prism["config_id"], prism["run_ids"], prism["epochs"]) == ("abcd1234", "seed0-abcd1234,seed1-abcd1234", 20)
+    assert (prism["generator"], prism["teacher_digest"]) == ("glyphs", "0123456789abcdef")
+    assert prism["reconstructed"] == "yes"
+    dafl = row(df, method="dafl")
+    assert (dafl["generator"], dafl["reconstructed"], dafl["teacher_digest"]) == ("large", "", "")  # no card: unknown

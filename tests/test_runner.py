@@ -52,6 +52,7 @@ def test_noise_kd_end_to_end_writes_record_and_leaderboard(tmp_path, digits_teac
     assert len(data["teacher_file"]["digest"]) == 64 and data["teacher_file"]["recipe"]["epochs"] == 2
     assert 0 <= record.student_top1 <= 100 and record.student_top1_best >= record.student_top1
     assert data["env"]["packages"]["torch"]
+    assert data["method_card"]["title"] and data["method_card"]["paper_only"] is False  # provenance in the record
     assert path.parent.parts[-4:-1] == ("digits", "resnet20-resnet8", "noise_kd")
     assert (path.parent / "config.yaml").is_file()
     board = (tmp_path / "runs" / "leaderboard-digits.csv").read_text()

@@ -86,6 +86,12 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "density_mean",  # synthetic-set density (Naeem et al. 2020), same space
     "coverage_mean",  # synthetic-set coverage (Naeem et al. 2020), same space
     "teacher_fd_mean",  # Fréchet distance synthetic vs real test, teacher penultimate features (not FID)
+    "epochs",  # distillation epochs of the runs (measured only)
+    "config_id",  # the runs' config hash without the seed (RunRecord.config_id): one row per configuration
+    "run_ids",  # the run ids averaged, comma separated (their folders: runs/<dataset>/<pair>/<method>/<run id>)
+    "generator",  # the method's generator: a diffusers folder or Hub id, or the in-loop network's name
+    "teacher_digest",  # the first 16 hex digits of the teacher file's sha256 (which weights were distilled)
+    "reconstructed",  # "yes": no released code, written from the paper alone (MethodCard.paper_only); "no"
     "source",  # where a reference number comes from; empty for measured rows
     "note",  # reference-row caveats; empty for measured rows
 )
@@ -99,10 +105,25 @@ _SYNTHETIC_COLUMNS = {
     "teacher_fd_mean": "synthetic/teacher_fd",
 }
 _KEY = ("dataset", "teacher", "student", "method")
-_STRING_COLUMNS = ("dataset", "teacher", "student", "method", "kind", "protocol", "seeds", "source", "note")
+_STRING_COLUMNS = (
+    "dataset",
+    "teacher",
+    "student",
+    "method",
+    "kind",
+    "protocol",
+    "seeds",
+    "config_id",
+    "run_ids",
+    "generator",
+    "teacher_digest",
+    "reconstructed",
+    "source",
+    "note",
+)
 # order of the protocol sections; records written before protocols existed say "unstated"
 _PROTOCOL_ORDER = {"matched": 0, "published": 1, "custom": 2, "unstated": 3}
-_INTEGER_COLUMNS = ("n_seeds",)
+_INTEGER_COLUMNS = ("n_seeds", "epochs")
 _REAL_DATA_METHODS = frozenset({"teacher", "scratch", "real_kd"})  # reference rows whose images are not synthetic
 
 _MARKDOWN_NOTE = (
@@ -183,6 +204,12 @@ def _measured_row(group: list[Mapping[str, Any]]) -> dict[str, Any]:
         "num_synthetic_images": _mean(r["num_synthetic_images"] for r in group),
         "synthesis_seconds_mean": _mean(r["synthesis_seconds"] for r in group),
         "distill_seconds_mean": _mean(r["distill_seconds"] for r in group),
+        "epochs": epochs[0] if len(epochs) == 1 else None,
+        "config_id": first.get("config_id") or "",
+        "run_ids": ",".join(sorted(str(r.get("run_id", "")) for r in group)),
+        "generator": _joined(_generator(r) for r in group),
+        "teacher_digest": _joined(str((r.get("teacher_file") or {}).get("digest") or "")[:16] for r in group),
+        "reconstructed": _joined(_reconstructed(r) for r in group),
         "source": "",
         "note": "",
     }
@@ -191,6 +218,26 @@ def _measured_row(group: list[Mapping[str, Any]]) -> dict[str, Any]:
     for key in sorted({k for r in group for k in (r.get("extra") or {})} - set(_SYNTHETIC_COLUMNS.values())):
         row[_extra_column(key)] = _mean((r.get("extra") or {}).get(key) for r in group)
     return row
+
+
+def _joined(values: Iterable[str]) -> str:
+    """The distinct non-empty values, in order, joined by " | " (one value when the seeds agree, as they should)."""
+    return " | ".join(dict.fromkeys(v for v in values if v))
+
+
+def _generator(record: Mapping[str, Any]) -> str:
+    """The generator a run used, from its config: ``<method>.generator`` (``path`` of a diffusers generator, or an
+    in-loop network's name); "" for methods without one."""
+    section = (record.get("config") or {}).get(record["method"]) or {}
+    generator = section.get("generator") if isinstance(section, Mapping) else None
+    if isinstance(generator, Mapping):
+        generator = generator.get("path")
+    return str(generator) if generator else ""
+
+
+def _reconstructed(record: Mapping[str, Any]) -> str:
+    card = record.get("method_card")
+    return "" if not isinstance(card, Mapping) else ("yes" if card.get("paper_only") else "no")
 
 
 def _protocol(record: Mapping[str, Any]) -> str:

@@ -65,6 +65,7 @@ class RunRecord:
     protocol_deviations: list[str] = field(default_factory=list)  # why a run asked for a protocol is "custom"
     distill_precision: str | None = None  # float32 | bfloat16 | float16: the student's training precision (AMP)
     teacher_file: dict[str, Any] | None = None  # source, sha256 digest, and the recipe that trained it (if ours)
+    method_card: dict[str, Any] | None = None  # the method's MethodCard: paper, version, what is reconstructed
     extra: dict[str, float] = field(default_factory=dict)  # further metrics (precision, recall, dg/...)
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch train loss / test accuracy
     diagnostics: dict[str, Any] = field(default_factory=dict)  # histograms, class counts, per-class top-1 (diagnose)

@@ -650,6 +650,7 @@ def make_record(
         protocol_deviations=deviations,
         distill_precision=str(trainer.autocast or torch.float32).removeprefix("torch."),
         teacher_file=teacher.file,
+        method_card=dataclasses.asdict(p.method.card),
         extra=extra,
         history=result.history,
         diagnostics=diagnostics,

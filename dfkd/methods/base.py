@@ -76,6 +76,7 @@ class MethodCard:
     venue: str | None = None
     summary: str = ""  # one sentence
     reconstructed: str = ""  # what is a reconstruction rather than the authors' published procedure
+    paper_only: bool = False  # no released code: written from the paper alone (the leaderboard's "reconstructed")
     version: str = "1"  # bump when the implementation changes results
 
 

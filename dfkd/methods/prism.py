@@ -79,6 +79,7 @@ class PRISM(Method):
             "Everything but the two ideas' names: only the abstract is public. EDA = free-energy universal "
             "guidance + lowest-energy filter; DPE = style × disambiguated class × content prompt sets."
         ),
+        paper_only=True,  # no code was released: a documented reconstruction (docs/methods/prism.md)
     )
 
     smoke = (
