@@ -100,7 +100,16 @@ def _arch_from_filename(path: Path, dataset: str) -> str | None:
 
 
 def _checkpoint_meta(path: Path) -> dict[str, Any]:
-    """The metadata beside the weights in a checkpoint this suite wrote (arch, dataset, recipe, …); {} otherwise."""
+    """The metadata beside the weights in a checkpoint this suite wrote (arch, dataset, recipe, …; a safetensors
+    file: its header's metadata, e.g. a student exported by ``bench student export``); {} otherwise."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return dict(f.metadata() or {})
+        except Exception:
+            return {}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:

@@ -17,6 +17,7 @@ VERBS = {
     "validate": "dfkd.cli.validate",
     "teacher": "dfkd.cli.teacher",
     "synth": "dfkd.cli.synth",
+    "student": "dfkd.cli.student",
     "prompts": "dfkd.cli.prompts",
     "suite": "dfkd.cli.suite",
     "report": "dfkd.cli.report",
@@ -35,7 +36,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "teacher train": ("bench teacher train --dataset digits --arch resnet20",),
     "teacher eval": ("bench teacher eval --dataset cifar10 --arch resnet34",),
     "synth": ("bench synth info runs/digits/resnet20-resnet8/diffdfkd/seed0-*",),
-    "synth export": ("bench synth export runs/digits/resnet20-resnet8/diffdfkd/seed0-* /tmp/images",),
+    "synth export": (
+        "bench synth export runs/digits/resnet20-resnet8/diffdfkd/seed0-* /tmp/images",
+        "bench synth export runs/digits/resnet20-resnet8/diffdfkd/seed0-* /tmp/hf --format hf --push-to-hub me/digits",
+    ),
+    "student": ("bench student export runs/digits/resnet20-resnet8/diffdfkd/seed0-* /tmp/student",),
+    "student export": (
+        "bench student export runs/digits/resnet20-resnet8/diffdfkd/seed0-* /tmp/student --push-to-hub me/r8-digits",
+    ),
     "synth info": ("bench synth info ~/.cache/dfkd/stores/digits/prism/<hash>",),
     "prompts": ("bench prompts --dataset cifar10 --classes cat dog --limit 5", "bench prompts -d digits -o ."),
     "suite": ("bench suite ls", "bench suite run digits --dry-run", "bench suite run cifar-table --shard 0/8"),

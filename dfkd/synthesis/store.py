@@ -60,7 +60,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -469,6 +469,15 @@ class SyntheticStore:
             name: torch.cat(cols) if isinstance(cols[0], Tensor) else [v for c in cols for v in c]
             for name, cols in parts.items()
         }
+
+    def iter_units(self, kept_only: bool = True) -> Iterator[tuple[str, Tensor, Table]]:
+        """``(unit id, uint8 images (n, C, H, W), table)`` per unit in sorted order, one shard in memory at a time
+        (exports of ImageNet-sized stores); ``kept_only`` keeps the images the method's filter kept."""
+        for unit in self.units():
+            shard = self._load(unit)
+            mask = shard["table"]["kept"] if kept_only else None
+            images = shard["images"][mask] if mask is not None else shard["images"]
+            yield unit, images, {name: _select(col, mask) for name, col in shard["table"].items()}
 
     def images(self, kept_only: bool = True) -> Tensor:
         """All images as one in-memory uint8 (N, C, H, W) tensor in sorted unit order.
