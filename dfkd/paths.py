@@ -135,3 +135,9 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, durable: bool 
     with atomic_writer(path, "w", durable=durable) as f:
         f.write(text)
     return Path(path)
+
+
+def safe_name(name: str) -> str:
+    """A name as one path component: ``/`` → ``__`` (``timm/resnet50`` → ``timm__resnet50``; a data set named
+    ``imagefolder:/data/pets`` → ``imagefolder:__data__pets``)."""
+    return name.replace("/", "__")

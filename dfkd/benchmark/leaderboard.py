@@ -33,6 +33,7 @@ import pandas as pd
 
 from dfkd.benchmark.records import SCHEMA_MAJOR, RecordError, load_records
 from dfkd.errors import UserError
+from dfkd.paths import safe_name
 
 __all__ = [
     "LEADERBOARD_COLUMNS",
@@ -419,7 +420,7 @@ def write_leaderboard(df: pd.DataFrame, out: str | Path) -> list[Path]:
     for name in dict.fromkeys(df["dataset"]):
         part = df[df["dataset"] == name].reset_index(drop=True)
         empty_extras = [c for c in part.columns[len(LEADERBOARD_COLUMNS) :] if part[c].isna().all()]
-        written += _write_pair(part.drop(columns=empty_extras), out / f"leaderboard-{name}.csv")
+        written += _write_pair(part.drop(columns=empty_extras), out / f"leaderboard-{safe_name(name)}.csv")
     return written
 
 
@@ -495,7 +496,7 @@ def write_paper_view(df: pd.DataFrame, folder: str | Path) -> list[Path]:
     tables = paper_view(df)
     written = []
     for dataset in dict.fromkeys(d for d, _ in tables):
-        path = Path(folder) / f"leaderboard-{dataset}-paper.md"
+        path = Path(folder) / f"leaderboard-{safe_name(dataset)}-paper.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(paper_markdown({k: v for k, v in tables.items() if k[0] == dataset}), encoding="utf-8")
         written.append(path)

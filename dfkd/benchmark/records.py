@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dfkd.errors import UserError, one_line
-from dfkd.paths import atomic_write_text
+from dfkd.paths import atomic_write_text, safe_name
 
 SCHEMA_VERSION = 1
 SCHEMA_MAJOR = 1  # the major schema version this package reads; records of another are skipped with a warning
@@ -236,12 +236,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def safe_name(name: str) -> str:
-    return name.replace("/", "__")
-
-
 def run_dir(output_dir: str | Path, dataset: str, teacher: str, student: str, method: str, run_id: str) -> Path:
-    return Path(output_dir) / dataset / f"{safe_name(teacher)}-{safe_name(student)}" / safe_name(method) / run_id
+    pair = f"{safe_name(teacher)}-{safe_name(student)}"
+    return Path(output_dir) / safe_name(dataset) / pair / safe_name(method) / run_id
 
 
 def record_path(output_dir: str | Path, record: RunRecord) -> Path:

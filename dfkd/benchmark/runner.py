@@ -67,7 +67,7 @@ from dfkd.methods.base import (
     SynthesisUnit,
     Synthesizer,
 )
-from dfkd.paths import existing_ancestor, file_lock, stores_dir
+from dfkd.paths import existing_ancestor, file_lock, safe_name, stores_dir
 from dfkd.synthesis.store import (
     TEACHER_CONFIDENCE,
     TEACHER_ENERGY,
@@ -552,7 +552,7 @@ def open_store(synth: Synthesizer | None, p: Prepared, reporter: Reporter, dist:
     digest = stable_hash(key)
     with dist.main_first():  # rank 0 creates the manifest
         store = SyntheticStore.open(
-            stores_dir() / cfg.dataset / cfg.method / digest, config_hash=digest, meta={"key": key}
+            stores_dir() / safe_name(cfg.dataset) / cfg.method / digest, config_hash=digest, meta={"key": key}
         )
     damaged = store.verify() if store.is_complete and dist.is_main else []  # sizes: one stat per shard
     if damaged:
@@ -726,7 +726,7 @@ def _finish(record: RunRecord, record_path: Path, cfg: RunConfig, reporter: Repo
     rewrites the report only if its page or figures are missing, saying what it repaired."""
     out = record_path.parent
     reporter.summary(record, record_path, reported_again=repair)
-    board = Path(cfg.output_dir) / f"leaderboard-{cfg.dataset}.csv"
+    board = Path(cfg.output_dir) / f"leaderboard-{safe_name(cfg.dataset)}.csv"
     before = board.read_bytes() if board.is_file() else None
     update_leaderboard(cfg.output_dir, cfg.dataset, reporter)
     repaired = [f"leaderboard ({board})"] if repair and board.read_bytes() != before else []
@@ -767,7 +767,7 @@ def update_leaderboard(output_dir: str | Path, dataset: str, reporter: Reporter 
 
     records = [r for r in load_records(output_dir) if r.get("dataset") == dataset]
     df = build_leaderboard(records, dataset=dataset, reference=load_reference())
-    paths = write_leaderboard(df, Path(output_dir) / f"leaderboard-{dataset}.csv")
+    paths = write_leaderboard(df, Path(output_dir) / f"leaderboard-{safe_name(dataset)}.csv")
     paths += write_paper_view(df, output_dir)
     if reporter:
         reporter.note(f"leaderboard: {paths[0]}")

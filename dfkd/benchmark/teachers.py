@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from dfkd.config import DistillConfig, to_plain
 from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError
-from dfkd.paths import atomic_write_text, teachers_dir
+from dfkd.paths import atomic_write_text, safe_name, teachers_dir
 
 BUNDLE_HELP = (
     "get the community teacher bundle (CMI / Fast-Datafree 'pretrained' checkpoints, e.g. cifar10_resnet34.pth) "
@@ -79,7 +79,7 @@ def resolve_teacher(teacher: str | None, teacher_arch: str | None, spec: Dataset
             )
         return TeacherRef(name=arch, arch=arch, path=as_path)
     arch = teacher.removeprefix(f"{spec.name}_")
-    return TeacherRef(name=arch, arch=arch, path=teachers_dir() / f"{spec.name}_{arch}.pth")
+    return TeacherRef(name=arch, arch=arch, path=teachers_dir() / f"{safe_name(spec.name)}_{arch}.pth")
 
 
 def _teacher_from_run(folder: Path) -> TeacherRef:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dfkd.paths import safe_name
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -47,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or args.output_dir or args.runs[0])
     for dataset in datasets:
         df = build_leaderboard([r for r in records if r["dataset"] == dataset], dataset=dataset, reference=reference)
-        target = out if out.suffix == ".csv" and len(datasets) == 1 else out / f"leaderboard-{dataset}.csv"
+        target = out if out.suffix == ".csv" and len(datasets) == 1 else out / f"leaderboard-{safe_name(dataset)}.csv"
         for path in write_leaderboard(df, target):
             print(path)
         for path in write_paper_view(df, target.parent if target.suffix == ".csv" else target):

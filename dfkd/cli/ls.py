@@ -39,5 +39,8 @@ def main(args: argparse.Namespace) -> int:
         table = Table("dataset", "source", "entry")
         for name in list_datasets(args.pattern):
             table.add_row(name, DATASETS.source(name), DATASETS.target_path(name))
+        table.add_row("imagefolder:PATH", "by location", "PATH/train/<class>/…, PATH/test/<class>/… (val/ too)")
+        table.add_row("torchvision:NAME", "by location", "a torchvision data set class, e.g. torchvision:SVHN")
+        table.add_row("hf:NAME", "by location", "a Hugging Face dataset: Hub id or save_to_disk folder (the hf extra)")
     console.print(table)
     return 0

@@ -14,6 +14,7 @@ import argparse
 from typing import Any
 
 from dfkd.cli.common import add_set_option, output_file
+from dfkd.paths import safe_name
 
 
 def add_parser(sub) -> None:
@@ -115,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         if len(shown) < len(entries):
             console.print(f"  [dim]… {len(entries) - len(shown)} more[/]")
     if args.out or args.output_dir:
-        path = save_prompt_file(output_file(args, f"prompts-{spec.name}.yaml", "."), spec, sets)
+        path = save_prompt_file(output_file(args, f"prompts-{safe_name(spec.name)}.yaml", "."), spec, sets)
         total = sum(len(v) for v in sets.values())
         console.print(
             f"\nwrote {total} prompts for {len(sets)} classes to {escape(str(path))}; use it with "

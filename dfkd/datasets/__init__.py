@@ -40,8 +40,19 @@ _LAZY = {
 __all__ = ["CIFARSpec", "DatasetSpec", "DigitsSpec", "ImageNetSpec", "get_dataset", "list_datasets"]
 
 
+_EXTERNAL: dict[str, DatasetSpec] = {}  # imagefolder: / torchvision: / hf: specs built in this process
+
+
 def get_dataset(name: str) -> DatasetSpec:
-    """The spec registered as ``name``; unknown names raise ``UnknownNameError`` with suggestions."""
+    """The spec registered as ``name``, or of a data set named by where it is (``imagefolder:PATH``,
+    ``torchvision:NAME``, ``hf:NAME``; ``dfkd.datasets.external``); unknown names raise ``UnknownNameError`` with
+    suggestions."""
+    from dfkd.datasets.external import external_spec, is_external
+
+    if is_external(name):
+        if name not in _EXTERNAL:
+            _EXTERNAL[name] = external_spec(name)
+        return _EXTERNAL[name]
     return DATASETS.get(name)
 
 

@@ -299,9 +299,14 @@ def _images(folder: Path) -> list[str]:
 
 
 def _folder_label(spec: DatasetSpec, name: str) -> int | None:
-    """A class folder's label (``DatasetSpec.class_index``: index, wnid or class name), None when it names no class
-    of ``spec`` or several (the caller lists those folders in one error)."""
-    return spec.class_index(name, default=None)
+    """A class folder's label (``DatasetSpec.class_index``: index, wnid or class name; or ``bench synth export``'s
+    ``<index>_<name>``), None when it names no class of ``spec`` or several (the caller lists those folders in one
+    error)."""
+    label = spec.class_index(name, default=None)
+    exported = re.match(r"^(\d+)_", name)
+    if label is None and exported and int(exported.group(1)) < spec.num_classes:
+        label = int(exported.group(1))
+    return label
 
 
 def _unresolved_error(folder: Path, bad: list[str], spec: DatasetSpec) -> UserError:

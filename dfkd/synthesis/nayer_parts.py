@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import UserError, one_line
 from dfkd.hashing import stable_hash
-from dfkd.paths import atomic_write_text, atomic_writer, cache_dir, file_lock
+from dfkd.paths import atomic_write_text, atomic_writer, cache_dir, file_lock, safe_name
 from dfkd.synthesis.generators import ConvGenerator
 
 TINY = "tiny"  # clip_model value: the tiny random text tower below
@@ -82,7 +82,7 @@ def embeddings_path(spec: DatasetSpec, clip_model: str, clip_pretrained: str | N
     key = {"dataset": spec.name, "classes": list(spec.class_names), "model": model, "pretrained": clip_pretrained}
     key["prompt"] = prompt
     name = clip_model.rsplit("/", 1)[-1].replace(":", "-") if clip_model != TINY else TINY
-    return cache_dir() / "nayer" / "label-embeddings" / f"{spec.name}-{name}-{stable_hash(key, 16)}.pt"
+    return cache_dir() / "nayer" / "label-embeddings" / f"{safe_name(spec.name)}-{name}-{stable_hash(key, 16)}.pt"
 
 
 def label_text_embeddings(
