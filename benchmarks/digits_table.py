@@ -27,6 +27,7 @@ def main() -> None:
         load_reference,
         read_leaderboard,
         write_leaderboard,
+        write_paper_view,
     )
     from dfkd.benchmark.progress import Reporter
     from dfkd.benchmark.runner import run
@@ -69,7 +70,7 @@ def main() -> None:
     csv = Path(args.out) / "leaderboard-digits.csv"
     if args.keep and csv.is_file():
         df = combine_leaderboards(read_leaderboard(csv), df)
-    for path in write_leaderboard(df, csv):
+    for path in [*write_leaderboard(df, csv), *write_paper_view(df, args.out)]:
         print(path)
     print(summary_markdown(df))
 
