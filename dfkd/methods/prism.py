@@ -47,7 +47,7 @@ def _ddim_generator() -> GeneratorConfig:
 class PRISM(Method):
     @dataclass(frozen=True)
     class Config:
-        generator: GeneratorConfig = field(default_factory=_ddim_generator)  # DiffDFKD's backbone, DDIM scheduler
+        generator: GeneratorConfig = field(default_factory=_ddim_generator)  # SD v1.5 with a DDIM scheduler
         num_steps: int = 50  # denoising steps (DDIM 50)
         guidance_scale: float = 7.5  # classifier-free guidance scale
         negative_prompt: str = ""  # the unconditional prompt of CFG
