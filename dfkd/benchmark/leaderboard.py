@@ -33,7 +33,7 @@ import pandas as pd
 
 from dfkd.benchmark.records import SCHEMA_MAJOR, RecordError, load_records
 from dfkd.errors import UserError
-from dfkd.paths import safe_name
+from dfkd.paths import atomic_write_text, safe_name
 
 __all__ = [
     "LEADERBOARD_COLUMNS",
@@ -396,10 +396,11 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def _write_pair(df: pd.DataFrame, csv_path: Path) -> list[Path]:
+    """Both files atomically: two runs finishing at once each leave a whole table, never a torn one."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(csv_path, index=False, na_rep="", lineterminator="\n")
+    atomic_write_text(csv_path, df.to_csv(index=False, na_rep="", lineterminator="\n"))
     md_path = csv_path.with_suffix(".md")
-    md_path.write_text(_markdown(df), encoding="utf-8")
+    atomic_write_text(md_path, _markdown(df))
     return [csv_path, md_path]
 
 
@@ -498,6 +499,6 @@ def write_paper_view(df: pd.DataFrame, folder: str | Path) -> list[Path]:
     for dataset in dict.fromkeys(d for d, _ in tables):
         path = Path(folder) / f"leaderboard-{safe_name(dataset)}-paper.md"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(paper_markdown({k: v for k, v in tables.items() if k[0] == dataset}), encoding="utf-8")
+        atomic_write_text(path, paper_markdown({k: v for k, v in tables.items() if k[0] == dataset}))
         written.append(path)
     return written
