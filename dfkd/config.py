@@ -365,6 +365,16 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → ``{"a.b": value}`` (the inverse of :func:`nest`); lists and other values are leaves."""
+    if isinstance(tree, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
 def merge(base: dict, override: Mapping) -> dict:
     """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
     out = dict(base)

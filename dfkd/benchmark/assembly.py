@@ -17,6 +17,7 @@ from typing import Any
 from dfkd.config import (
     PROTOCOLS,
     RunConfig,
+    flatten,
     from_dict,
     load_yaml,
     merge,
@@ -138,15 +139,6 @@ def resolve_run_config(
     return dataclasses.replace(run, method_config=method_config)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 # distill fields that do not change what the student learns: not part of a protocol's recipe
 _NOT_RECIPE = frozenset({"eval_every"})
 
@@ -165,8 +157,8 @@ def protocol_deviations(run: RunConfig) -> list[str]:
     ref = resolve_run_config(
         method=run.method, dataset=run.dataset, flags={"protocol": run.protocol, "teacher": run.teacher}
     )
-    mine = {k: v for k, v in _flatten(semantic(run.distill)).items() if k not in _NOT_RECIPE}
-    theirs = _flatten(semantic(ref.distill))
+    mine = {k: v for k, v in flatten(semantic(run.distill)).items() if k not in _NOT_RECIPE}
+    theirs = flatten(semantic(ref.distill))
     out = [f"distill.{k}: {v!r} ({run.protocol}: {theirs.get(k)!r})" for k, v in mine.items() if theirs.get(k) != v]
     method_cls, k = get_method_class(run.method), get_dataset(run.dataset).num_classes
     if method_cls.shape != "real_data":
@@ -179,7 +171,7 @@ def protocol_deviations(run: RunConfig) -> list[str]:
             if getattr(got, name) != getattr(want, name):
                 out.append(f"budget {name}: {getattr(got, name)} ({run.protocol}: {getattr(want, name)})")
     if run.protocol == "published":
-        mine, theirs = _flatten(semantic(run.method_config)), _flatten(semantic(ref.method_config))
+        mine, theirs = flatten(semantic(run.method_config)), flatten(semantic(ref.method_config))
         out += [
             f"{run.method}.{k}: {v!r} (published: {theirs.get(k)!r})" for k, v in mine.items() if theirs.get(k) != v
         ]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from dfkd.config import flatten
 from dfkd.errors import UserError
 
 _PACKAGE = {"tensorboard": "tensorboard", "wandb": "wandb"}  # tracker → the package it needs
@@ -36,16 +37,6 @@ def _missing(name: str) -> UserError:
         f'report_to {name} needs the {_PACKAGE[name]} package: pip install "dfkd-bench[track]" '
         f"(or pip install {_PACKAGE[name]}), or drop it from --report-to"
     )
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings → ``{"a.b": value}``; lists stay values (W&B and TensorBoard want flat scalars)."""
-    if isinstance(tree, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 def _numbers(values: Mapping[str, Any]) -> dict[str, float]:

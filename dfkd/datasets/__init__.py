@@ -47,12 +47,13 @@ def get_dataset(name: str) -> DatasetSpec:
     """The spec registered as ``name``, or of a data set named by where it is (``imagefolder:PATH``,
     ``torchvision:NAME``, ``hf:NAME``; ``dfkd.datasets.external``); unknown names raise ``UnknownNameError`` with
     suggestions."""
-    from dfkd.datasets.external import external_spec, is_external
+    if ":" in name:  # only then can it be imagefolder:/torchvision:/hf: (registered names have no colon)
+        from dfkd.datasets.external import external_spec, is_external
 
-    if is_external(name):
-        if name not in _EXTERNAL:
-            _EXTERNAL[name] = external_spec(name)
-        return _EXTERNAL[name]
+        if is_external(name):
+            if name not in _EXTERNAL:
+                _EXTERNAL[name] = external_spec(name)
+            return _EXTERNAL[name]
     return DATASETS.get(name)
 
 

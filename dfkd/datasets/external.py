@@ -24,7 +24,6 @@ where its data came from; file names made from it replace ``/`` (``dfkd.paths.sa
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,12 @@ from typing import Any
 import torch
 
 from dfkd.datasets.base import DatasetSpec
+from dfkd.datasets.shifted import EXPORT_FOLDER
 from dfkd.errors import UserError, one_line
 
 PREFIXES = ("imagefolder", "torchvision", "hf")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _SPLITS = {"train": ("train",), "test": ("test", "val", "validation")}
-_EXPORT_FOLDER = re.compile(r"^(\d+)_(.+)$")  # bench synth export: <label:03d>_<class name>
 
 
 def is_external(name: str) -> bool:
@@ -158,7 +157,7 @@ def _folder_classes(root: Path) -> tuple[tuple[str, ...], Any]:
         classes = tuple(line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip())
     else:
         folders = _subdirs(train)
-        exported = [_EXPORT_FOLDER.match(f) for f in folders]
+        exported = [EXPORT_FOLDER.match(f) for f in folders]
         if folders and all(exported) and sorted(int(m.group(1)) for m in exported) == list(range(len(folders))):
             classes = tuple(m.group(2) for m in sorted(exported, key=lambda m: int(m.group(1))))
         else:
@@ -184,7 +183,7 @@ def folder_label(name: str, class_names: tuple[str, ...]) -> int | None:
         return class_names.index(name)
     if name.isdigit() and int(name) < len(class_names):
         return int(name)
-    m = _EXPORT_FOLDER.match(name)
+    m = EXPORT_FOLDER.match(name)
     if m and int(m.group(1)) < len(class_names):
         return int(m.group(1))
     return None

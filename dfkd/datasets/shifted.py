@@ -63,6 +63,7 @@ from torch.utils.data import Dataset
 from dfkd.datasets.base import DatasetSpec
 from dfkd.errors import DatasetNotFoundError, UserError, did_you_mean, one_line
 
+EXPORT_FOLDER = re.compile(r"^(\d+)_(.+)$")  # bench synth export's class folders: <label:03d>_<class name>
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 NUM_SEVERITIES = 5  # Hendrycks & Dietterich (2019): severities 1..5
 
@@ -303,7 +304,7 @@ def _folder_label(spec: DatasetSpec, name: str) -> int | None:
     ``<index>_<name>``), None when it names no class of ``spec`` or several (the caller lists those folders in one
     error)."""
     label = spec.class_index(name, default=None)
-    exported = re.match(r"^(\d+)_", name)
+    exported = EXPORT_FOLDER.match(name)
     if label is None and exported and int(exported.group(1)) < spec.num_classes:
         label = int(exported.group(1))
     return label
